@@ -1,0 +1,143 @@
+"""parallel-nb: Parallel's web-research Task API in Jupyter, as a magic and as Python calls.
+
+``%load_ext parallel_nb`` registers ``%%parallel`` and ``%parallel``; :func:`run`,
+:func:`arun` and :func:`fetch` are the same runs from Python. Importing this package is cheap:
+HTTP, pandas and widgets load on first use, and the demo emulator starts on the first run.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from .api.models import TaskRequest
+    from .result import TaskResult
+
+__version__ = "0.1.0"
+__all__ = [
+    "__version__",
+    "arun",
+    "fetch",
+    "load_ipython_extension",
+    "run",
+    "unload_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """Register the magics; nothing else (no network, no emulator) happens until a run."""
+    from .magic import ParallelMagics
+
+    ipython.register_magics(ParallelMagics)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """Remove ``%%parallel`` / ``%parallel`` and the magics' configurable."""
+    from .magic import ParallelMagics
+
+    manager = ipython.magics_manager
+    instance = manager.registry.pop(ParallelMagics.__name__, None)
+    for kind, names in ParallelMagics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    if instance in ipython.configurables:
+        ipython.configurables.remove(instance)
+
+
+def run(
+    input: str | Mapping[str, Any],
+    processor: str = "core",
+    output: str | Mapping[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    widget: bool = True,
+    **options: Any,
+) -> TaskResult:
+    """Run one task and block until it ends; the live panel shows in a notebook.
+
+    ``input`` is text or a dict; ``output`` a spec as in a ``%%parallel`` cell (field lines,
+    a JSON schema, a text description; None lets the processor choose). ``options`` are the
+    request's own fields: ``metadata``, ``source_policy``, ``location``, ``enable_events``
+    and ``previous`` (an earlier TaskResult or run id to continue from). Raises
+    ``RunFailed`` if the run fails; Ctrl-C stops watching, the run goes on (see
+    :func:`fetch`).
+    """
+    from .config import get_client
+    from .runs.runner import execute
+    from .view.panel import auto_view
+
+    request = _request(input, processor, output, options)
+    view = auto_view(request.processor, widget=widget)
+    return execute(get_client(), request, view=view, timeout=timeout)
+
+
+async def arun(
+    input: str | Mapping[str, Any],
+    processor: str = "core",
+    output: str | Mapping[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    widget: bool = True,
+    **options: Any,
+) -> TaskResult:
+    """:func:`run` as a coroutine: ``await parallel_nb.arun(...)`` in a notebook cell.
+
+    It runs on the caller's event loop (the kernel's, in Jupyter), so several runs can be
+    awaited together with ``asyncio.gather``.
+    """
+    from .config import get_async_client
+    from .runs.runner import aexecute
+    from .view.panel import auto_view
+
+    request = _request(input, processor, output, options)
+    view = auto_view(request.processor, widget=widget)
+    async with get_async_client() as client:
+        return await aexecute(client, request, view=view, timeout=timeout)
+
+
+def fetch(run_id: str, *, timeout: float | None = None, widget: bool = True) -> TaskResult:
+    """The result of an earlier run by id; a run still going is followed live until it ends."""
+    from .config import get_client
+    from .runs.runner import fetch as fetch_run
+    from .view.panel import auto_view
+
+    view = auto_view("", widget=widget)
+    return fetch_run(get_client(), run_id, view=view, timeout=timeout)
+
+
+def _request(
+    input: str | Mapping[str, Any],
+    processor: str,
+    output: str | Mapping[str, Any] | None,
+    options: dict[str, Any],
+) -> TaskRequest:
+    from .api.models import TaskRequest
+    from .runs.runner import previous_interaction_id
+    from .spec import input_from_value, output_to_task_spec, request_warnings, validate_request
+
+    previous = options.pop("previous", None)
+    unknown = set(options) - _REQUEST_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(sorted(unknown))}; "
+            f"the options are {', '.join(sorted(_REQUEST_OPTIONS | {'previous'}))}"
+        )
+    request = TaskRequest(
+        processor=processor,
+        input=input_from_value(input),
+        task_spec=output_to_task_spec(output, processor),
+        previous_interaction_id=None if previous is None else previous_interaction_id(previous),
+        **options,
+    )
+    validate_request(request)
+    for warning in request_warnings(request):
+        print(f"parallel-nb: warning: {warning}", file=sys.stderr)
+    return request
+
+
+_REQUEST_OPTIONS = frozenset({"metadata", "source_policy", "location", "enable_events"})

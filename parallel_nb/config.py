@@ -1,0 +1,147 @@
+"""Where runs go: the Task API with the user's key, or (demo mode) the embedded emulator.
+
+Environment variables: ``PARALLEL_API_KEY`` (the key; without it, demo mode),
+``PARALLEL_BASE_URL`` (default ``https://api.parallel.ai``), ``PARALLEL_NB_DEMO=1`` (demo
+mode even with a key) and ``PARALLEL_NB_TIME_SCALE`` (the demo emulator's speed; 0 = instant).
+The demo emulator starts on first use, not at import, once per process, and stops at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import secrets
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .api.client import AsyncClient, Client
+    from .emulator import EmulatorHandle
+
+__all__ = [
+    "DEMO_NOTICE",
+    "FORCED_DEMO_NOTICE",
+    "Settings",
+    "get_async_client",
+    "get_client",
+    "get_settings",
+    "reset_settings",
+]
+
+DEMO_NOTICE = (
+    "parallel-nb: demo mode — no PARALLEL_API_KEY is set, so runs go to the embedded emulator "
+    "(answers come from its fixtures, not the web). Set PARALLEL_API_KEY to use Parallel."
+)
+FORCED_DEMO_NOTICE = (
+    "parallel-nb: demo mode — PARALLEL_NB_DEMO=1, so runs go to the embedded emulator "
+    "(answers come from its fixtures, not the web). Unset PARALLEL_NB_DEMO to use Parallel."
+)
+
+_lock = threading.Lock()
+_emulator: EmulatorHandle | None = None
+_clients: dict[Settings, Client] = {}
+_notice_shown = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where to send requests; ``repr()`` never shows the key."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    demo: bool = False
+
+
+def get_settings() -> Settings:
+    """The settings for the current environment, starting the demo emulator if needed."""
+    key = os.environ.get("PARALLEL_API_KEY", "")
+    forced = os.environ.get("PARALLEL_NB_DEMO") == "1"
+    if forced or not key:
+        emulator = _demo_emulator()
+        _notice(FORCED_DEMO_NOTICE if forced else DEMO_NOTICE)
+        return Settings(base_url=emulator.base_url, api_key=emulator.api_key or "", demo=True)
+    from .api.client import DEFAULT_BASE_URL
+
+    base_url = os.environ.get("PARALLEL_BASE_URL") or DEFAULT_BASE_URL
+    return Settings(base_url=base_url, api_key=key, demo=False)
+
+
+def get_client() -> Client:
+    """A :class:`~parallel_nb.api.client.Client` for :func:`get_settings`, one per settings."""
+    settings = get_settings()
+    with _lock:
+        client = _clients.get(settings)
+        if client is None:
+            from .api.client import Client
+
+            client = _clients[settings] = Client(settings.api_key, settings.base_url)
+        return client
+
+
+def get_async_client() -> AsyncClient:
+    """A new :class:`~parallel_nb.api.client.AsyncClient` for :func:`get_settings`.
+
+    Not cached: an httpx async client belongs to the event loop it was first used on, and
+    notebooks and ``asyncio.run`` create new loops. Close it (``async with``) when done.
+    """
+    from .api.client import AsyncClient
+
+    settings = get_settings()
+    return AsyncClient(settings.api_key, settings.base_url)
+
+
+def reset_settings() -> None:
+    """Stop the demo emulator and forget cached clients (for tests that need a fresh process
+    state, e.g. to see the demo notice again)."""
+    global _emulator, _notice_shown
+    with _lock:
+        _notice_shown = False
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+        emulator, _emulator = _emulator, None
+    if emulator is not None:
+        atexit.unregister(emulator.stop)
+        emulator.stop()
+
+
+def _demo_emulator() -> EmulatorHandle:
+    global _emulator
+    with _lock:
+        if _emulator is None or not _emulator.running:
+            from .emulator import start_emulator
+
+            _emulator = start_emulator(time_scale=_time_scale(), api_key=secrets.token_urlsafe(24))
+            atexit.register(_emulator.stop)
+        return _emulator
+
+
+def _notice(text: str) -> None:
+    """Print the demo notice to stderr, the first time only."""
+    global _notice_shown
+    with _lock:
+        if _notice_shown:
+            return
+        _notice_shown = True
+    print(text, file=sys.stderr)
+
+
+def _time_scale() -> float:
+    from .emulator import DEFAULT_TIME_SCALE
+
+    raw = os.environ.get("PARALLEL_NB_TIME_SCALE", "").strip()
+    if not raw:
+        return DEFAULT_TIME_SCALE
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = -1.0
+    if not (scale >= 0 and math.isfinite(scale)):
+        raise ValueError(
+            f"PARALLEL_NB_TIME_SCALE must be a number >= 0 (0 = instant, 1 = documented "
+            f"latencies), not {raw!r}"
+        )
+    return scale

@@ -1,0 +1,592 @@
+"""``%%parallel`` and ``%parallel``: parse the magic line, hand over to spec and runner, deliver.
+
+The cell body goes to :func:`parallel_nb.spec.build_request` untouched (no IPython ``$var`` /
+``{expr}`` expansion: JSON braces must survive); runs go through
+:func:`parallel_nb.runs.runner.execute`. Bad arguments or a bad cell raise a one-line
+``UsageError`` before anything is sent; a run that fails raises :class:`RunFailed` so "Run All"
+stops. Defaults are traitlets, so ``%config ParallelMagics.processor = "pro"`` works, and a
+per-cell option always wins over them.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+import shlex
+import sys
+from argparse import ArgumentTypeError, Namespace
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_magic,
+    magics_class,
+    no_var_expand,
+)
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+)
+from traitlets import Bool, Float, Int, TraitError, Unicode, validate
+
+from .api.errors import ParallelError, RunFailed
+from .api.processors import PROCESSORS, get_processor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .api.client import Client
+    from .api.models import TaskRequest
+    from .result import TaskResult
+    from .view.panel import RunView
+
+__all__ = ["ParallelMagics"]
+
+# Processor families of the table ("core", "ultra", ...): a first word such as "ultra16x" or
+# "core-fast" names a processor even before the table learns of it.
+_FAMILIES = sorted({re.sub(r"\d+x$", "", p.tier) for p in PROCESSORS.values()})
+_PROCESSOR_SHAPE = re.compile(rf"(?:{'|'.join(_FAMILIES)})(?:\d+x)?(?:-fast)?")
+_RUN_ID_SHAPE = re.compile(r"[A-Za-z]+_[0-9A-Za-z]{8,}")
+_COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
+
+
+def _seconds(text: str) -> float:
+    """The argparse type of ``--timeout``: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ArgumentTypeError(f"expected a number of seconds, 0 or more, not {text!r}")
+    return value
+
+
+@magics_class
+class ParallelMagics(Magics):
+    """Run Parallel Task API research from notebook cells."""
+
+    processor = Unicode(
+        "core",
+        help="Processor for cells that name none: lite, base, core, core2x, pro, ultra, "
+        "ultra2x, ultra4x, ultra8x, each also as <name>-fast.",
+    ).tag(config=True)
+    timeout = Float(
+        None,
+        allow_none=True,
+        help="Seconds to watch a run before giving up (None: until it ends). The run itself "
+        "continues on the server; fetch it later with %parallel result RUN_ID.",
+    ).tag(config=True)
+    refresh_hz = Float(4.0, help="Most redraws of the live panel per second (at most 4).").tag(
+        config=True
+    )
+    widget = Bool(
+        True,
+        help="Show the live ipywidgets panel; False shows an HTML output that updates in place.",
+    ).tag(config=True)
+    max_messages = Int(6, help="How many of the newest progress messages the panel shows.").tag(
+        config=True
+    )
+
+    @validate("refresh_hz")
+    def _check_refresh_hz(self, proposal: dict[str, Any]) -> float:
+        from .runs.runner import check_refresh_hz
+
+        try:
+            return check_refresh_hz(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("max_messages")
+    def _check_max_messages(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"max_messages must be 0 or more, not {proposal['value']}")
+        return proposal["value"]
+
+    # -- %%parallel ----------------------------------------------------------------------
+
+    @no_var_expand
+    @magic_arguments(name="%parallel")  # the help's usage line reads "%%parallel ..."
+    @argument(
+        "first",
+        nargs="?",
+        metavar="PROCESSOR",
+        help="Processor (lite, base, core, pro, ultra, ... or <name>-fast); a first word "
+        "that is not a processor is taken as VAR.",
+    )
+    @argument(
+        "second",
+        nargs="?",
+        metavar="VAR",
+        help="Store the TaskResult in this variable and show only a summary.",
+    )
+    @argument("--processor", help="Processor (same as the PROCESSOR word).")
+    @argument("--out", metavar="VAR", help="Store the TaskResult in VAR (same as the VAR word).")
+    @argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="Stop watching after this long (the run continues on the server).",
+    )
+    @argument(
+        "--dry-run",
+        action="store_true",
+        help="Show the request JSON and the documented cost per run; send nothing.",
+    )
+    @argument(
+        "--widget",
+        dest="widget",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Show the live ipywidgets panel (the default).",
+    )
+    @argument(
+        "--no-widget",
+        dest="widget",
+        action="store_const",
+        const=False,
+        help="Show the live view as HTML that updates in place, not as a widget.",
+    )
+    @argument(
+        "--include-domains",
+        metavar="DOMAINS",
+        help="Comma-separated domains to search only (source_policy.include_domains).",
+    )
+    @argument(
+        "--exclude-domains",
+        metavar="DOMAINS",
+        help="Comma-separated domains never to use (source_policy.exclude_domains).",
+    )
+    @argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Attach metadata to the run; repeat for several keys (quote values with spaces: "
+        'note="two words").',
+    )
+    @argument(
+        "--previous",
+        metavar="RUN",
+        help="Continue from an earlier run: a variable holding a TaskResult, or a run id.",
+    )
+    @argument(
+        "--location",
+        metavar="CC",
+        help="Two-letter ISO country code to research from (advanced_settings.location).",
+    )
+    @argument(
+        "--events",
+        dest="enable_events",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Ask for frequent progress events (enable_events; default: the processor's).",
+    )
+    @argument(
+        "--no-events",
+        dest="enable_events",
+        action="store_const",
+        const=False,
+        help="Do not ask for frequent progress events.",
+    )
+    @argument(
+        "--no-interpolate",
+        action="store_true",
+        help="Send {{name}} literally instead of filling it from the notebook's variables.",
+    )
+    @cell_magic("parallel")
+    def parallel_cell(self, line: str, cell: str) -> TaskResult | None:
+        """Run a Parallel Task API task: the cell body is the input, an optional spec follows.
+
+        The first line is ``%%parallel [PROCESSOR] [VAR] [options]``. The body is the input
+        (text, or a JSON object), then optionally a line ``---`` and the output spec: field
+        lines ``name [(type)]: description``, a JSON schema, or a text description. Without a
+        spec the processor chooses the output. ``{{name}}``, ``{{name.attr}}``,
+        ``{{name[0]}}`` and ``{{name["key"]}}`` are filled from the notebook's variables.
+
+        Examples::
+
+            %%parallel
+            What was the GDP of France in 2023?
+
+            %%parallel core stripe
+            {"company": "Stripe"}
+            ---
+            founded (integer): year the company was founded
+            ceo: name of the current CEO
+            hq_city: city of the headquarters
+
+            %%parallel lite --dry-run --metadata team=research
+            What companies has {{stripe["ceo"]}} founded?
+
+            %%parallel core --previous stripe --include-domains stripe.com,sec.gov
+            Who founded Stripe, and when?
+
+            %%parallel pro report --exclude-domains reddit.com
+            Write a research report on the James Webb Space Telescope
+
+        With VAR the TaskResult is stored there and only a summary is shown; without VAR it
+        is the cell's result (``Out[n]``; a trailing ``;`` hides it). ``result.output_df``
+        and ``result.basis_df`` are DataFrames of the answer and its citations. A failed run
+        raises ``RunFailed`` (with VAR, the failed result is still stored). Ctrl-C stops
+        watching; the run goes on and ``%parallel result RUN_ID`` fetches it later.
+        Defaults: ``%config ParallelMagics`` (processor, timeout, widget, refresh_hz,
+        max_messages); options on the line always win.
+        """
+        # Intermixed, so that options may also sit between the two words: "core --dry-run out".
+        args = self.parallel_cell.parser.parse_intermixed_args(_split(line))
+        processor, var = _processor_and_var(args)
+        body, silenced = _without_silencing_semicolon(cell)
+        request = self._build(body, processor or self.processor, args)
+        for warning in _request_warnings(request, body):
+            print(f"parallel-nb: warning: {warning}", file=sys.stderr)
+        if args.dry_run:
+            print(_dry_run_text(request))
+            return None
+        timeout = _given(args.timeout, self.timeout)
+
+        def start(client: Client, view: RunView | None) -> TaskResult:
+            from .runs.runner import execute
+
+            return execute(client, request, view=view, timeout=timeout, refresh_hz=self.refresh_hz)
+
+        result = self._follow(start, request, var, _given(args.widget, self.widget))
+        return None if silenced else result
+
+    # -- %parallel -------------------------------------------------------------------------
+
+    @line_magic("parallel")
+    def parallel_line(self, line: str) -> Any:
+        """Parallel helpers: ``%parallel processors | result RUN_ID [VAR] | status | help``.
+
+        - ``%parallel processors``: a DataFrame of the processors with their documented
+          latency, price per run and rough field capacity.
+        - ``%parallel result RUN_ID [VAR] [--timeout SECONDS]``: the result of an earlier run
+          (for example one you interrupted); a run that is still going is followed live.
+        - ``%parallel status`` (or ``config``): where runs go (base URL, demo mode) and the
+          current defaults. The API key is never shown.
+        - ``%parallel help``: this help and the ``%%parallel`` options.
+
+        Runs are started with the cell magic: see ``%%parallel?``.
+        """
+        args = _LINE_PARSER.parse_args(_split(line))
+        command = args.command or "help"
+        if command == "processors":
+            return _processors_frame()
+        if command == "result":
+            return self._result(args)
+        if command in ("status", "config"):
+            print(self._status_text())
+            return None
+        print(_LINE_PARSER.format_help())
+        print(self.parallel_cell.parser.format_help())
+        return None
+
+    # -- glue --------------------------------------------------------------------------------
+
+    def _build(self, cell: str, processor: str, args: Namespace) -> TaskRequest:
+        from .spec import SpecError, build_request
+
+        try:
+            return build_request(
+                cell,
+                processor=processor,
+                namespace=self.shell.user_ns,
+                interpolate=not args.no_interpolate,
+                metadata=_metadata(args.metadata),
+                source_policy=_source_policy(args.include_domains, args.exclude_domains),
+                previous_interaction_id=self._previous(args.previous),
+                location=_location(args.location),
+                enable_events=args.enable_events,
+            )
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _previous(self, value: str | None) -> str | None:
+        """The interaction id named by ``--previous``: a variable first, else a literal id."""
+        if value is None:
+            return None
+        if value in self.shell.user_ns:
+            from .runs.runner import previous_interaction_id
+
+            try:
+                return previous_interaction_id(self.shell.user_ns[value])
+            except TypeError as exc:
+                raise UsageError(f"--previous {value}: {exc}") from None
+        if _RUN_ID_SHAPE.fullmatch(value):
+            return value
+        raise UsageError(
+            f"--previous {value}: there is no variable of that name and it is not a run id "
+            "(trun_...); pass the variable holding an earlier TaskResult, or its run id"
+        )
+
+    def _result(self, args: Namespace) -> TaskResult | None:
+        if args.var is not None:
+            _check_var(args.var)
+        timeout = _given(args.timeout, self.timeout)
+
+        def start(client: Client, view: RunView | None) -> TaskResult:
+            from .runs.runner import fetch
+
+            return fetch(
+                client, args.run_id, view=view, timeout=timeout, refresh_hz=self.refresh_hz
+            )
+
+        return self._follow(start, None, args.var, self.widget)
+
+    def _follow(
+        self,
+        start: Callable[[Client, RunView | None], TaskResult],
+        request: TaskRequest | None,
+        var: str | None,
+        widget: bool,
+    ) -> TaskResult | None:
+        """Run ``start`` with the view for this front end; store the result in ``var`` (and
+        show a summary) or return it."""
+        from .config import get_client
+        from .view.panel import auto_view
+
+        client = get_client()
+        processor = request.processor if request is not None else self.processor
+        view = auto_view(processor, widget=widget, max_messages=self.max_messages)
+        try:
+            result = start(client, view)
+        except RunFailed as exc:
+            if var is not None:
+                self._store_failed(client, exc, var, request)
+            raise
+        if var is None:
+            return result
+        self.shell.push({var: result})
+        print(_summary(var, result))
+        return None
+
+    def _store_failed(
+        self, client: Client, exc: RunFailed, var: str, request: TaskRequest | None
+    ) -> None:
+        from .result import TaskResult
+
+        try:
+            run = client.retrieve_run(exc.run_id)
+        except ParallelError:
+            return  # the RunFailed being raised says more than this second failure
+        self.shell.push({var: TaskResult(run=run, output=None, request=request)})
+        print(
+            f"parallel-nb: the failed run is stored in {var} ({var}.status, {var}.run_id).",
+            file=sys.stderr,
+        )
+
+    def _status_text(self) -> str:
+        from . import __version__
+        from .config import get_settings
+
+        settings = get_settings()
+        demo = (
+            "yes: runs go to the embedded emulator (fixture answers, not the web); set "
+            "PARALLEL_API_KEY to use Parallel"
+            if settings.demo
+            else "no"
+        )
+        timeout = "none" if self.timeout is None else f"{self.timeout:g} s"
+        return "\n".join(
+            [
+                f"parallel-nb {__version__}",
+                f"base URL:  {settings.base_url}",
+                f"demo mode: {demo}",
+                f"defaults:  processor={self.processor} timeout={timeout} "
+                f"widget={self.widget} refresh_hz={self.refresh_hz:g} "
+                f"max_messages={self.max_messages}  (%config ParallelMagics)",
+            ]
+        )
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def _split(line: str) -> list[str]:
+    """A magic line split as a shell would: ``--metadata note="two words"`` works and the
+    quotes are not kept (IPython's own splitting keeps them)."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # unbalanced quotes
+        raise UsageError(f"cannot split the magic line: {exc}") from None
+
+
+def _line_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(
+        prog="parallel", description="Parallel helpers. Runs start with %%parallel."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("processors", help="the processors: latency, $ per run, ~max fields")
+    result = commands.add_parser("result", help="fetch (or follow) a run's result by id")
+    result.add_argument("run_id", metavar="RUN_ID", help="the run id, trun_...")
+    result.add_argument("var", nargs="?", metavar="VAR", help="store the TaskResult here")
+    result.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after this long"
+    )
+    commands.add_parser("status", help="base URL, demo mode and defaults (never the key)")
+    commands.add_parser("config", help="same as status")
+    commands.add_parser("help", help="this help")
+    return parser
+
+
+_LINE_PARSER = _line_parser()
+
+
+def _processor_and_var(args: Namespace) -> tuple[str | None, str | None]:
+    """The processor and VAR from ``[PROCESSOR] [VAR]`` and ``--processor`` / ``--out``."""
+    processor, var = None, None
+    if args.first is not None:
+        if _is_processor(args.first):
+            processor, var = args.first, args.second
+        elif args.second is None:
+            var = args.first
+        else:
+            known = ", ".join(name for name, p in PROCESSORS.items() if not p.is_fast)
+            raise UsageError(
+                f"{args.first!r} is not a processor; the line is %%parallel [PROCESSOR] [VAR] "
+                f"[options] (processors: {known}, each also as <name>-fast)"
+            )
+    processor = _one_of("processor", processor, args.processor)
+    var = _one_of("VAR", var, args.out)
+    if var is not None:
+        _check_var(var)
+    return processor, var
+
+
+def _given(option: Any, default: Any) -> Any:
+    """A per-cell option wins over the configured default whenever it was given."""
+    return default if option is None else option
+
+
+def _without_silencing_semicolon(cell: str) -> tuple[str, bool]:
+    """The body without a final ``;`` (IPython's "hide the result" mark), and whether it had
+    one. Checked as text: IPython's ``@output_can_be_silenced`` tokenizes the body as Python,
+    which raises on prose or JSON with uneven indentation after the run has been paid for."""
+    stripped = cell.rstrip()
+    if not stripped.endswith(";"):
+        return cell, False
+    return stripped[:-1] + cell[len(stripped) :], True
+
+
+def _is_processor(word: str) -> bool:
+    return word in PROCESSORS or _PROCESSOR_SHAPE.fullmatch(word) is not None
+
+
+def _one_of(what: str, positional: str | None, option: str | None) -> str | None:
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"two different {what}s given: {positional!r} and {option!r}; keep one")
+    return option or positional
+
+
+def _check_var(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"{name!r} cannot be a variable name; use a Python identifier")
+
+
+def _metadata(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    metadata = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--metadata {item!r}: write KEY=VALUE, e.g. --metadata team=sales")
+        metadata[key.strip()] = value
+    return metadata
+
+
+def _domains(option: str, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    domains = [d.strip() for d in value.split(",") if d.strip()]
+    if not domains:
+        raise UsageError(
+            f"{option} needs domains separated by commas, e.g. {option} sec.gov,ft.com"
+        )
+    return domains
+
+
+def _source_policy(include: str | None, exclude: str | None) -> dict[str, list[str]] | None:
+    policy = {
+        key: domains
+        for key, domains in (
+            ("include_domains", _domains("--include-domains", include)),
+            ("exclude_domains", _domains("--exclude-domains", exclude)),
+        )
+        if domains is not None
+    }
+    return policy or None
+
+
+def _location(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _COUNTRY_CODE.fullmatch(value):
+        raise UsageError(f"--location {value}: use a two-letter ISO country code such as US or FR")
+    return value.upper()
+
+
+def _request_warnings(request: TaskRequest, cell: str) -> list[str]:
+    from .spec import request_warnings
+
+    return request_warnings(request, cell)
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _dry_run_text(request: TaskRequest) -> str:
+    body = json.dumps(request.to_body(), indent=2, ensure_ascii=False)
+    lines = [
+        "Dry run: nothing was sent.",
+        f"POST /v1/tasks/runs   parallel-beta: {','.join(request.beta_features())}",
+        body,
+        _cost_line(request.processor),
+    ]
+    return "\n".join(lines)
+
+
+def _cost_line(name: str) -> str:
+    processor = get_processor(name)
+    if processor is None:
+        return f"{name}: not in the processor table, so no documented price or latency."
+    return (
+        f"{name}: ${processor.usd_per_run:g} per run (documented price), typically "
+        f"{_duration(processor.min_seconds)} – {_duration(processor.max_seconds)}."
+    )
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in the unit the docs use: "100 s", "5 min", "90 min", "2 h"."""
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:g} s"
+    if seconds % 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def _processors_frame() -> Any:
+    """The processor table as a DataFrame: latency range, $ per run and ~max output fields."""
+    import pandas as pd
+
+    rows = [
+        {
+            "processor": p.name,
+            "latency": f"{_duration(p.min_seconds)} – {_duration(p.max_seconds)}",
+            "usd_per_run": p.usd_per_run,
+            "max_fields": p.max_fields,
+        }
+        for p in PROCESSORS.values()
+    ]
+    return pd.DataFrame(rows).set_index("processor")
+
+
+def _summary(var: str, result: TaskResult) -> str:
+    """One line naming the stored result; its tables stay in the variable, not the output."""
+    head = repr(result).splitlines()[0]
+    return f"{var} = {head}\n  see {var}.output, {var}.output_df and {var}.basis_df"

@@ -1,0 +1,1 @@
+"""Showing runs and results: escaped HTML and text (``html``), DataFrames (``frames``), panels."""

@@ -1,0 +1,90 @@
+"""Fixtures for the real-browser tests: a JupyterLab server and a headless Chromium.
+
+- ``lab_server`` (session): a throwaway JupyterLab serving ``notebooks/`` without their stored
+  outputs, in demo mode (see ``labserver.py``).
+- ``browser`` (session): Debian's Chromium at ``/usr/bin/chromium`` driven by Playwright.
+  Playwright's own browser download needs general internet access, so it is never used;
+  ``scripts/ensure-chromium`` installs Chromium.
+- ``page`` (function): a fresh 1280x900 page; if the test fails, the page is saved as
+  ``artifacts/screenshots/FAILED-<test>.png`` with the server log beside it.
+- ``screenshot_dir``: ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from labserver import LabServer, running_lab
+from playwright.sync_api import Browser, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/ensure-chromium (it installs Debian's chromium), "
+            "or deselect these tests with -m 'not browser'."
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir() -> Path:
+    directory = REPO / "artifacts" / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Remember whether the test body failed, for the page fixture's teardown.
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+@pytest.fixture
+def page(
+    browser: Browser, request: pytest.FixtureRequest, lab_server: LabServer, screenshot_dir: Path
+) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        yield page
+        if request.node.stash.get(_CALL_FAILED, False):
+            page.screenshot(path=screenshot_dir / f"FAILED-{request.node.name}.png", full_page=True)
+            shutil.copy(lab_server.log_file, screenshot_dir / f"FAILED-{request.node.name}.log")
+    finally:
+        context.close()

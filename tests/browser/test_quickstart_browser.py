@@ -1,0 +1,73 @@
+"""The quickstart in a real JupyterLab and Chromium: the live panel runs, completes, and the
+answer's table renders.
+
+The notebook is served without its stored outputs (see ``conftest.py``), so everything asserted
+here was drawn by this run. Screenshots go to ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from labserver import LabServer
+from playwright.sync_api import Locator, Page, expect
+
+pytestmark = pytest.mark.browser
+
+FIELDS = ("gdp", "gdp_growth", "currency", "year")
+LOAD_SECONDS = 60
+RUN_SECONDS = 90
+
+
+def code_cell(page: Page, first_line: str) -> Locator:
+    """The code cell whose source contains ``first_line``."""
+    return page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=first_line)
+
+
+def open_notebook(page: Page, lab_server: LabServer, name: str) -> None:
+    page.goto(lab_server.url(f"lab/tree/{name}"))
+    expect(page.locator(".jp-Notebook .jp-CodeCell").first).to_be_visible(
+        timeout=LOAD_SECONDS * 1000
+    )
+    # The kernel must be up before Run All, or the run request waits on a dialog-free start.
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(
+        1, timeout=LOAD_SECONDS * 1000
+    )
+
+
+def run_all(page: Page) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
+def test_quickstart_runs_live_and_renders_the_answer(
+    page: Page, lab_server: LabServer, screenshot_dir: Path
+) -> None:
+    open_notebook(page, lab_server, "quickstart.ipynb")
+    run_all(page)
+
+    cell = code_cell(page, "%%parallel core gdp")
+    panel = cell.locator(".jp-OutputArea")
+    # The emulator's time scale stretches a core run over seconds, long enough to see it live.
+    expect(panel).to_contain_text("running", timeout=RUN_SECONDS * 1000)
+    show(cell, page, screenshot_dir / "quickstart-running.png")
+
+    expect(panel).to_contain_text("completed", timeout=RUN_SECONDS * 1000)
+    expect(panel).not_to_contain_text("failed")
+    table = code_cell(page, "gdp.output_df").locator(".jp-OutputArea table")
+    expect(table).to_be_visible(timeout=RUN_SECONDS * 1000)
+    for field in FIELDS:
+        expect(table.locator("td, th").filter(has_text=field).first).to_be_visible()
+    show(cell, page, screenshot_dir / "quickstart-completed.png")
+
+    # The rest of the notebook (the basis table, the Python API) ran without an error too.
+    api_output = code_cell(page, "stripe.output").locator(".jp-OutputArea")
+    expect(api_output).to_contain_text("headquarters", timeout=RUN_SECONDS * 1000)
+    expect(page.locator(".jp-Notebook")).not_to_contain_text("Traceback")
+
+
+def show(cell: Locator, page: Page, path: Path) -> None:
+    """Scroll ``cell`` to the top of the notebook and save a picture of the notebook panel."""
+    cell.evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.locator(".jp-NotebookPanel").screenshot(path=path)
