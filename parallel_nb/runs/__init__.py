@@ -1,1 +1,1 @@
-"""A run's life in the notebook: the state every view folds events into, and the runner that feeds it."""
+"""A run's life in the notebook: the state that views fold events into, and the runner."""

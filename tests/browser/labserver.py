@@ -1,9 +1,10 @@
 """Start a throwaway JupyterLab server for browser tests and stop it again.
 
 ``running_lab(home, notebooks)`` serves copies of ``notebooks`` (outputs removed) from
-``home/notebooks`` on 127.0.0.1 with a free port and a random token, in demo mode with a small
-emulator time scale. Config, runtime, settings, workspace and IPython directories all live under
-``home``, so the user's own JupyterLab set-up never leaks in and no workspace is restored.
+``home/notebooks`` on 127.0.0.1 with a free port and a random token, in demo mode (no
+``PARALLEL_API_KEY`` in its environment, as a newcomer has it) with a small emulator time
+scale. Config, runtime, settings, workspace and IPython directories all live under ``home``, so
+the user's own JupyterLab set-up never leaks in and no workspace is restored.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _lab_env(home: Path) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if name not in {"PARALLEL_API_KEY", "PARALLEL_BASE_URL"}
+        if name not in {"PARALLEL_API_KEY", "PARALLEL_BASE_URL", "PARALLEL_NB_DEMO"}
     }
     dirs = {
         "JUPYTER_CONFIG_DIR": home / "config",
@@ -111,7 +112,6 @@ def _lab_env(home: Path) -> dict[str, str]:
     labconfig = dirs["JUPYTER_CONFIG_DIR"] / "labconfig"
     labconfig.mkdir()
     (labconfig / "page_config.json").write_text(json.dumps(PAGE_CONFIG))
-    env["PARALLEL_NB_DEMO"] = "1"
     env["PARALLEL_NB_TIME_SCALE"] = TIME_SCALE
     return env
 

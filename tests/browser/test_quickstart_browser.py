@@ -25,15 +25,15 @@ def code_cell(page: Page, first_line: str) -> Locator:
     return page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=first_line)
 
 
+# The toolbar's execution indicator reads "idle" even before a kernel exists; the status bar's
+# kernel item says "Python 3 (ipykernel) | Idle" only once a real kernel is connected and idle.
+KERNEL_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+  .some(item => /^Python.*\\| Idle$/.test(item.textContent.trim()))"""
+
+
 def open_notebook(page: Page, lab_server: LabServer, name: str) -> None:
     page.goto(lab_server.url(f"lab/tree/{name}"))
-    expect(page.locator(".jp-Notebook .jp-CodeCell").first).to_be_visible(
-        timeout=LOAD_SECONDS * 1000
-    )
-    # The kernel must be up before Run All, or the run request waits on a dialog-free start.
-    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(
-        1, timeout=LOAD_SECONDS * 1000
-    )
+    page.wait_for_function(KERNEL_IDLE, timeout=LOAD_SECONDS * 1000)
 
 
 def run_all(page: Page) -> None:

@@ -1,0 +1,501 @@
+"""Follow one run from creation to its result, keeping a live view of it up to date.
+
+:func:`execute` and :func:`fetch` block the calling thread. A daemon worker thread only reads
+the run's event stream into a queue; the calling thread folds the events into a
+:class:`~.state.RunState` and draws the view, at most ``refresh_hz`` times a second however
+fast events arrive. Widgets are never touched from the worker, because ipykernel routes widget
+and output messages by thread and updates from other threads get lost. :func:`aexecute` does
+the same as a coroutine on the caller's event loop (no thread, no nested loop).
+
+The service's word is final: a stream that closes early is reopened until it carries the run's
+final state, and a stream that breaks gives way to ``/result``. The Task API cannot cancel a
+run, so a timeout or Ctrl-C only stops watching; the run goes on and ``%parallel result
+RUN_ID`` fetches it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ..api.errors import RequestTimeoutError, RunFailed
+from ..api.models import Event, StateEvent, TaskOutput, TaskRequest, TaskRun
+from ..result import TaskResult
+from .state import RunState, created, errored, fold, interrupted
+
+if TYPE_CHECKING:
+    from ..api.client import AsyncClient, Client
+    from ..api.stream import EventStream
+    from ..view.panel import RunView
+
+__all__ = [
+    "MAX_REFRESH_HZ",
+    "OUTPUT_GRACE",
+    "aexecute",
+    "check_refresh_hz",
+    "execute",
+    "fetch",
+    "previous_interaction_id",
+]
+
+MAX_REFRESH_HZ = 4.0
+"""Most redraws per second. Faster only queues comm messages that the front end draws late."""
+
+OUTPUT_GRACE = 2.0
+"""Seconds to wait for a completed run's output on the stream before asking ``/result``: a
+stream may send the output with a second final state event, a moment after the status."""
+
+# Pause before reopening a stream that closed without sending anything, so that a server that
+# closes streams at once is not asked again in a tight loop.
+_REOPEN_PAUSE = 1.0
+# The longest the calling thread blocks in one wait: on Windows a blocked wait does not see
+# Ctrl-C until it returns.
+_MAX_WAIT = 0.25
+
+
+def check_refresh_hz(value: float) -> float:
+    """``value`` if it is a usable redraw rate (more than 0, at most :data:`MAX_REFRESH_HZ`)."""
+    if not 0 < value <= MAX_REFRESH_HZ:
+        raise ValueError(
+            f"refresh_hz must be more than 0 and at most {MAX_REFRESH_HZ:g} redraws per second, "
+            f"not {value!r}"
+        )
+    return float(value)
+
+
+def previous_interaction_id(value: object) -> str:
+    """The interaction id to continue from: that of a TaskResult or TaskRun, or a run id."""
+    if isinstance(value, TaskResult):
+        value = value.run
+    if isinstance(value, TaskRun):
+        # Older answers carry no interaction id; the service then accepts the run id.
+        return value.interaction_id or value.run_id
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("the previous run id is empty; pass a TaskResult or a run id")
+        return value
+    raise TypeError(
+        f"expected a TaskResult, a TaskRun or a run id (trun_...), not {type(value).__name__}"
+    )
+
+
+def execute(
+    client: Client,
+    request: TaskRequest,
+    *,
+    view: RunView | None = None,
+    timeout: float | None = None,
+    refresh_hz: float = MAX_REFRESH_HZ,
+) -> TaskResult:
+    """Create a run for ``request`` and follow it to its result, drawing ``view`` meanwhile.
+
+    Raises :class:`RunFailed` if the run fails or is cancelled, and
+    :class:`RequestTimeoutError` when ``timeout`` seconds (counted from this call) pass first.
+    On Ctrl-C it says how to fetch the run later and re-raises. In every case the view is left
+    showing how the run ended, then closed.
+    """
+    started = time.monotonic()
+    watch = _Watch(RunState(processor=request.processor), view, request, refresh_hz, timeout)
+    with watch:
+        watch.draw(started)
+        run = client.create_run(request)
+        watch.begin(run, time.monotonic())
+        return _follow(client, watch, run.run_id)
+
+
+async def aexecute(
+    client: AsyncClient,
+    request: TaskRequest,
+    *,
+    view: RunView | None = None,
+    timeout: float | None = None,
+    refresh_hz: float = MAX_REFRESH_HZ,
+) -> TaskResult:
+    """:func:`execute` as a coroutine on the running event loop; cancelling it is like Ctrl-C."""
+    started = time.monotonic()
+    watch = _Watch(RunState(processor=request.processor), view, request, refresh_hz, timeout)
+    with watch:
+        watch.draw(started)
+        run = await client.create_run(request)
+        watch.begin(run, time.monotonic())
+        return await _afollow(client, watch, run.run_id)
+
+
+def fetch(
+    client: Client,
+    run_id: str,
+    *,
+    view: RunView | None = None,
+    timeout: float | None = None,
+    refresh_hz: float = MAX_REFRESH_HZ,
+) -> TaskResult:
+    """The result of an existing run; one that is still going is followed live until it ends.
+
+    A run that has already ended is not drawn (its TaskResult shows it). Raises as
+    :func:`execute` does.
+    """
+    watch = _Watch(RunState(processor=""), view, None, refresh_hz, timeout)
+    with watch:
+        run = client.retrieve_run(run_id)
+        if not run.is_terminal:
+            watch.begin(run, time.monotonic())
+            return _follow(client, watch, run.run_id)
+        if run.status == "completed":
+            # The answer is ready, so no wait is involved and ``timeout`` has nothing to limit.
+            answer = client.result(run_id)
+            watch.finish(answer.run, answer.output, time.monotonic())
+        else:
+            watch.finish(run, None, time.monotonic())
+        return watch.result()
+
+
+# -- what following a run decides (shared by the thread and asyncio drivers) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamEnded:
+    """The reader's last item: it will send no more events (because of ``error``, if set)."""
+
+    error: Exception | None = None
+
+
+_Item = Event | _StreamEnded
+
+
+class _Step(enum.Enum):
+    WAIT = "wait"  # for more events
+    DONE = "done"  # the service's final state is known, with the output of a completed run
+    FETCH = "fetch"  # ask /result: the stream broke, or a completed run's output is late
+    TIMEOUT = "timeout"
+
+
+def _is_final(event: Event) -> bool:
+    return isinstance(event, StateEvent) and event.run.is_terminal
+
+
+class _Watch:
+    """Following one run, less the I/O: folding what arrives, when to draw, what to do next.
+
+    As a context manager it leaves the view showing how the watch ended (interrupted, an error)
+    and closes it, whatever ends it.
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        view: RunView | None,
+        request: TaskRequest | None,
+        refresh_hz: float,
+        timeout: float | None,
+    ) -> None:
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(
+                f"timeout must be a number of seconds, 0 or more, or None to wait until the run "
+                f"ends; not {timeout!r}"
+            )
+        self._interval = 1.0 / check_refresh_hz(refresh_hz)
+        self._timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.state = state
+        self._view = view
+        self._request = request
+        self._final_run: TaskRun | None = None  # the first final state the service reported
+        self._final_at = 0.0
+        self._ended = False
+        self._drawn_at: float | None = None
+        self._dirty = False
+
+    def __enter__(self) -> _Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        now = time.monotonic()
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            self._interrupted(now)
+        elif isinstance(exc, Exception) and not self.state.is_terminal:
+            self._change(errored(self.state, str(exc), now))
+        # A view that never showed the run (fetch of a finished run) is not drawn at the end.
+        if self._dirty and self._drawn_at is not None:
+            self.draw(now)
+        if self._view is not None:
+            self._view.close()
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def draw(self, now: float) -> None:
+        if self._view is not None:
+            self._view.update(self.state)
+        self._drawn_at = now
+        self._dirty = False
+
+    def draw_if_due(self, now: float) -> None:
+        if self._dirty and (self._drawn_at is None or now >= self._drawn_at + self._interval):
+            self.draw(now)
+
+    def flush(self, now: float) -> None:
+        if self._dirty:
+            self.draw(now)
+
+    def _change(self, state: RunState) -> None:
+        self.state = state
+        self._dirty = True
+
+    # -- what arrives -----------------------------------------------------------------------
+
+    def begin(self, run: TaskRun, now: float) -> None:
+        """The run exists: start its clock and show it at once."""
+        self._change(created(self.state, run, now))
+        self.draw(now)
+
+    def take(self, item: _Item, now: float) -> None:
+        if isinstance(item, _StreamEnded):
+            self._ended = True
+            if item.error is not None:
+                note = f"live updates stopped: {item.error}"
+                self._change(dataclasses.replace(self.state, note=note))
+            return
+        self._change(fold(self.state, item, now))
+        if self._final_run is None and _is_final(item):
+            self._final_run = item.run
+            self._final_at = now
+
+    def finish(self, run: TaskRun, output: TaskOutput | None, now: float) -> None:
+        """Take the service's final answer from outside the stream (``/result``, the run)."""
+        answer = fold(self.state, StateEvent(run=run, output=output), now)
+        # An answer, not a stream event: the event count stays what the stream sent.
+        self._change(dataclasses.replace(answer, events=self.state.events))
+        self._final_run = run
+
+    # -- what next --------------------------------------------------------------------------
+
+    def step(self, now: float) -> _Step:
+        # The deadline comes first, so a timeout behaves the same however fast the run is.
+        if self._deadline is not None and now >= self._deadline:
+            return _Step.TIMEOUT
+        if self._final_run is None:
+            # The reader only ends before the final state when the stream broke.
+            return _Step.FETCH if self._ended else _Step.WAIT
+        if not self._awaiting_output():
+            return _Step.DONE
+        if self._ended or now >= self._final_at + OUTPUT_GRACE:
+            return _Step.FETCH
+        return _Step.WAIT
+
+    def wait(self, now: float) -> float:
+        """Seconds the driver may wait for the next item before something else is due."""
+        due = [now + _MAX_WAIT]
+        if self._deadline is not None:
+            due.append(self._deadline)
+        if self._dirty and self._drawn_at is not None:
+            due.append(self._drawn_at + self._interval)
+        if self._awaiting_output():
+            due.append(self._final_at + OUTPUT_GRACE)
+        return max(0.0, min(due) - now)
+
+    def remaining(self, now: float) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - now)
+
+    def _awaiting_output(self) -> bool:
+        run = self._final_run
+        return run is not None and run.status == "completed" and self.state.output is None
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def result(self) -> TaskResult:
+        """The run's TaskResult once it completed; raises :class:`RunFailed` otherwise."""
+        run = self._final_run
+        assert run is not None, "result() before the service reported a final state"
+        if run.status != "completed":
+            message = run.error.message if run.error is not None else ""
+            raise RunFailed(run.run_id, message, run.status)
+        return TaskResult(run=run, output=self.state.output, request=self._request)
+
+    def timed_out(self, run_id: str, now: float) -> RequestTimeoutError:
+        """Mark the view interrupted; the error to raise for the timeout."""
+        self._change(interrupted(self.state, now))
+        return RequestTimeoutError(
+            408,
+            f"stopped watching run {run_id} after {self._timeout:g} s; "
+            "the run continues on the server",
+            run_id=run_id,
+            hint=_fetch_later(run_id),
+        )
+
+    def _interrupted(self, now: float) -> None:
+        run_id = self.state.run_id
+        if run_id is None:
+            note = "interrupted while creating the run; if the service created it, it goes on"
+            self._change(interrupted(self.state, now, note=note))
+            return
+        if self.state.is_terminal:
+            return  # it ended anyway: nothing goes on, nothing to fetch later
+        self._change(interrupted(self.state, now))
+        print(
+            f"parallel-nb: stopped watching run {run_id}, which continues on the server "
+            f"(the Task API cannot cancel a run); {_fetch_later(run_id)}",
+            file=sys.stderr,
+        )
+
+
+def _fetch_later(run_id: str) -> str:
+    return f"fetch its result later with %parallel result {run_id} or parallel_nb.fetch({run_id!r})"
+
+
+# -- the blocking driver: a worker thread reads, the calling thread folds and draws ---------------
+
+
+class _EventReader:
+    """The worker thread: puts the run's events on ``events``, reopening the stream until it has
+    carried the run's final state, then puts a :class:`_StreamEnded`."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.events: queue.Queue[_Item] = queue.Queue()
+        self._client = client
+        self._run_id = run_id
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._stream: EventStream | None = None
+        self._thread = threading.Thread(
+            target=self._read, name=f"parallel-nb events {run_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the worker from the calling thread; a read blocked on the network ends at once."""
+        with self._lock:
+            self._stopped.set()
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def _open(self) -> EventStream | None:
+        # Under the lock, so that stop() either sees this stream or this sees stop().
+        with self._lock:
+            if self._stopped.is_set():
+                return None
+            self._stream = self._client.events(self._run_id)
+            return self._stream
+
+    def _read(self) -> None:
+        error: Exception | None = None
+        try:
+            while (stream := self._open()) is not None:
+                count, final = 0, False
+                for event in stream:
+                    self.events.put(event)
+                    count += 1
+                    final = final or _is_final(event)
+                if final:
+                    break
+                if count == 0:
+                    self._stopped.wait(_REOPEN_PAUSE)
+        except Exception as exc:  # whatever it is, the calling thread must hear of it, not hang
+            error = exc
+        finally:
+            self.events.put(_StreamEnded(error))
+
+
+def _follow(client: Client, watch: _Watch, run_id: str) -> TaskResult:
+    reader = _EventReader(client, run_id)
+    reader.start()
+    try:
+        while (step := watch.step(time.monotonic())) is _Step.WAIT:
+            try:
+                item = reader.events.get(timeout=watch.wait(time.monotonic()))
+            except queue.Empty:
+                pass
+            else:
+                watch.take(item, time.monotonic())
+            watch.draw_if_due(time.monotonic())
+    finally:
+        reader.stop()
+    if step is _Step.TIMEOUT:
+        raise watch.timed_out(run_id, time.monotonic())
+    if step is _Step.FETCH:
+        watch.flush(time.monotonic())  # show why live updates stopped before blocking on /result
+        try:
+            answer = client.result(run_id, timeout=watch.remaining(time.monotonic()))
+        except RequestTimeoutError:
+            raise watch.timed_out(run_id, time.monotonic()) from None
+        except RunFailed:
+            watch.finish(client.retrieve_run(run_id), None, time.monotonic())
+        else:
+            watch.finish(answer.run, answer.output, time.monotonic())
+    return watch.result()
+
+
+# -- the asyncio driver: a reader task and the caller's coroutine on one loop -------------------
+
+
+async def _aread(client: AsyncClient, run_id: str, events: asyncio.Queue[_Item]) -> None:
+    """:class:`_EventReader` as a task; cancelling the task ends it."""
+    error: Exception | None = None
+    try:
+        while True:
+            count, final = 0, False
+            async with client.events(run_id) as stream:
+                async for event in stream:
+                    events.put_nowait(event)
+                    count += 1
+                    final = final or _is_final(event)
+            if final:
+                break
+            if count == 0:
+                await asyncio.sleep(_REOPEN_PAUSE)
+    except Exception as exc:  # whatever it is, the waiting coroutine must hear of it, not hang
+        error = exc
+    finally:
+        events.put_nowait(_StreamEnded(error))
+
+
+async def _next_item(events: asyncio.Queue[_Item], timeout: float) -> _Item | None:
+    try:
+        return events.get_nowait()
+    except asyncio.QueueEmpty:
+        pass
+    try:
+        return await asyncio.wait_for(events.get(), timeout)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        return None
+
+
+async def _afollow(client: AsyncClient, watch: _Watch, run_id: str) -> TaskResult:
+    events: asyncio.Queue[_Item] = asyncio.Queue()
+    reader = asyncio.create_task(_aread(client, run_id, events))
+    try:
+        while (step := watch.step(time.monotonic())) is _Step.WAIT:
+            item = await _next_item(events, watch.wait(time.monotonic()))
+            if item is not None:
+                watch.take(item, time.monotonic())
+            watch.draw_if_due(time.monotonic())
+    finally:
+        reader.cancel()
+        await asyncio.wait({reader})  # let it close its stream; never raises its exception
+    if step is _Step.TIMEOUT:
+        raise watch.timed_out(run_id, time.monotonic())
+    if step is _Step.FETCH:
+        watch.flush(time.monotonic())
+        try:
+            answer = await client.result(run_id, timeout=watch.remaining(time.monotonic()))
+        except RequestTimeoutError:
+            raise watch.timed_out(run_id, time.monotonic()) from None
+        except RunFailed:
+            watch.finish(await client.retrieve_run(run_id), None, time.monotonic())
+        else:
+            watch.finish(answer.run, answer.output, time.monotonic())
+    return watch.result()
