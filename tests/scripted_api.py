@@ -13,8 +13,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from parallel_nb.runs.state import RunState
-
 from parallel_nb.api.models import (
     Event,
     MessageEvent,
@@ -25,6 +23,7 @@ from parallel_nb.api.models import (
     TaskRun,
     TaskRunResult,
 )
+from parallel_nb.runs.state import RunState
 
 RUN_ID = "trun_" + "ab" * 16
 OUTPUT = {"type": "json", "content": {"gdp": "$3.1 trillion"}, "basis": []}

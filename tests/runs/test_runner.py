@@ -10,14 +10,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from parallel_nb.runs.runner import (
-    MAX_REFRESH_HZ,
-    aexecute,
-    check_refresh_hz,
-    execute,
-    fetch,
-    previous_interaction_id,
-)
 from scripted_api import (
     RUN_ID,
     RecordingView,
@@ -34,6 +26,14 @@ from parallel_nb.api.errors import ConnectionFailed, RequestTimeoutError, RunFai
 from parallel_nb.api.models import TaskRequest
 from parallel_nb.emulator import EmulatorHandle, start_emulator
 from parallel_nb.result import TaskResult
+from parallel_nb.runs.runner import (
+    MAX_REFRESH_HZ,
+    aexecute,
+    check_refresh_hz,
+    execute,
+    fetch,
+    previous_interaction_id,
+)
 
 GDP = "What was the GDP of France in 2023?"
 

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import httpx
+
+from parallel_nb.api.models import Event, TaskRun, parse_event
 from parallel_nb.runs.state import (
     INTERRUPTED_NOTE,
     MAX_MESSAGES,
@@ -16,8 +18,6 @@ from parallel_nb.runs.state import (
     fold,
     interrupted,
 )
-
-from parallel_nb.api.models import Event, TaskRun, parse_event
 
 RUN_ID = "trun_" + "a" * 32
 

@@ -7,10 +7,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from parallel_nb.runs.state import RunState
 
 from parallel_nb.api.models import TaskOutput, TaskRun
 from parallel_nb.result import TaskResult
+from parallel_nb.runs.state import RunState
 from parallel_nb.view.html import (
     MAX_TEXT,
     escape,

@@ -15,10 +15,10 @@ import ipywidgets as widgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from parallel_nb.runs.runner import execute
-from parallel_nb.runs.state import RunState
 from scripted_api import RUN_ID, ScriptedClient, burst, request
 
+from parallel_nb.runs.runner import execute
+from parallel_nb.runs.state import RunState
 from parallel_nb.view import panel
 from parallel_nb.view.html import state_html
 from parallel_nb.view.panel import HtmlRunView, RunPanel, TextRunView, auto_view
