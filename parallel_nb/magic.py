@@ -362,7 +362,10 @@ class ParallelMagics(Magics):
         if var is None:
             return result
         self.shell.push({var: result})
-        print(_summary(var, result))
+        from IPython.display import display
+
+        data, metadata = result.stored_bundle(var)
+        display(data, metadata=metadata, raw=True)
         return None
 
     def _store_failed(
@@ -584,9 +587,3 @@ def _processors_frame() -> Any:
         for p in PROCESSORS.values()
     ]
     return pd.DataFrame(rows).set_index("processor")
-
-
-def _summary(var: str, result: TaskResult) -> str:
-    """One line naming the stored result; its tables stay in the variable, not the output."""
-    head = repr(result).splitlines()[0]
-    return f"{var} = {head}\n  see {var}.output, {var}.output_df and {var}.basis_df"

@@ -123,6 +123,13 @@ class TaskResult:
         data = {"text/plain": result_text(self), "text/html": result_html(self)}
         return data, {"parallel_nb": self._provenance()}
 
+    def stored_bundle(self, var: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """The display for a result kept in ``var``: the answer, not the citation table, plus
+        a pointer to the variable's DataFrames."""
+        text = f"{var} = {result_text(self)}\n(see {var}.output_df and {var}.basis_df)"
+        data = {"text/plain": text, "text/html": result_html(self, basis=False, stored_in=var)}
+        return data, {"parallel_nb": self._provenance()}
+
     def _provenance(self) -> dict[str, Any]:
         """Output metadata naming the run; a hash stands in for the request, never its text."""
         provenance: dict[str, Any] = {

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 from traitlets import TraitError
 
 import parallel_nb
@@ -80,15 +81,19 @@ def test_a_cell_runs_and_leaves_the_result_as_plain_outputs(
     assert f"TaskResult(run_id='{result.run_id}'" in capsys.readouterr().out
 
 
-def test_var_stores_the_result_and_shows_only_a_summary(
-    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+def test_var_stores_the_result_and_shows_the_answer_not_the_citations(
+    ip: InteractiveShell,
 ) -> None:
-    assert cell(ip, "core stripe", STRIPE) is None
+    with capture_output() as captured:
+        assert cell(ip, "core stripe", STRIPE) is None
     stored = ip.user_ns["stripe"]
     assert isinstance(stored, TaskResult) and stored["ceo"] == "Patrick Collison"
-    out = capsys.readouterr().out
-    assert f"stripe = TaskResult(run_id='{stored.run_id}'" in out
-    assert "Patrick Collison" not in out  # the tables stay in the variable
+    [shown] = [o for o in captured.outputs if "text/html" in o.data]
+    assert shown.data["text/plain"].startswith(f"stripe = TaskResult(run_id='{stored.run_id}'")
+    assert "Patrick Collison" in shown.data["text/html"]  # the answer is on screen
+    first_url = stored.basis_df["url"].dropna().iloc[0]
+    assert first_url not in shown.data["text/html"]  # the citation table stays in the variable
+    assert "stripe.basis_df" in shown.data["text/html"]
 
 
 def test_out_names_the_variable_too(ip: InteractiveShell) -> None:

@@ -312,13 +312,29 @@ def result_html(
     max_rows: int = 100,
     max_chars: int = MAX_VALUE,
     max_citations: int = 3,
+    basis: bool = True,
+    stored_in: str | None = None,
 ) -> str:
-    """Summary line, output table and basis table of a finished run."""
+    """Summary line, output table and (unless ``basis`` is False) basis table of a finished run.
+
+    ``stored_in`` names the variable holding the result, so a note can point at its tables
+    instead of repeating them.
+    """
     output = result.task_output
     parts = [_summary_html(result)]
     if output is not None:
         parts.append(_output_table(output, max_rows, max_chars))
-        parts.append(_basis_table(output.basis, max_rows, max_citations))
+        if basis:
+            parts.append(_basis_table(output.basis, max_rows, max_citations))
+    if stored_in is not None:
+        name = escape(stored_in)
+        parts.append(
+            _div(
+                f"stored in <code>{name}</code>: citations, reasoning and confidence per field "
+                f"in <code>{name}.basis_df</code>, the answer in <code>{name}.output_df</code>",
+                _MUTED,
+            )
+        )
     return f'<div class="parallel-nb-result" style="{_CONTAINER}">{"".join(parts)}</div>'
 
 
