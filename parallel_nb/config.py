@@ -12,7 +12,6 @@ import atexit
 import math
 import os
 import secrets
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -120,13 +119,14 @@ def _demo_emulator() -> EmulatorHandle:
 
 
 def _notice(text: str) -> None:
-    """Print the demo notice to stderr, the first time only."""
+    """Print the demo notice the first time only. It goes to stdout: it is information, and
+    notebooks paint stderr like an error."""
     global _notice_shown
     with _lock:
         if _notice_shown:
             return
         _notice_shown = True
-    print(text, file=sys.stderr)
+    print(text)
 
 
 def _time_scale() -> float:

@@ -42,8 +42,8 @@ def test_without_a_key_runs_go_to_the_demo_emulator(capsys: pytest.CaptureFixtur
     assert settings.api_key
     assert again == settings  # one emulator per process
     captured = capsys.readouterr()
-    assert captured.err == DEMO_NOTICE + "\n"  # printed once, to stderr only
-    assert captured.out == ""
+    assert captured.out == DEMO_NOTICE + "\n"  # printed once, to stdout only
+    assert captured.err == ""
 
 
 def test_the_demo_client_completes_a_run() -> None:
@@ -71,7 +71,7 @@ def test_with_a_key_runs_go_to_parallel(
     assert get_settings() == Settings("http://127.0.0.1:8123", SENTINEL, demo=False)
     client = get_client()
     assert isinstance(client, Client) and client.base_url == "http://127.0.0.1:8123"
-    assert capsys.readouterr().err == ""  # no emulator, no notice
+    assert capsys.readouterr().out == ""  # no emulator, no notice
 
 
 def test_demo_can_be_forced_with_a_key_set(
@@ -82,7 +82,7 @@ def test_demo_can_be_forced_with_a_key_set(
     settings = get_settings()
     assert settings.demo and settings.base_url.startswith("http://127.0.0.1:")
     assert settings.api_key != SENTINEL  # the user's key never goes to the emulator
-    assert capsys.readouterr().err == FORCED_DEMO_NOTICE + "\n"
+    assert capsys.readouterr().out == FORCED_DEMO_NOTICE + "\n"
 
 
 def test_settings_repr_hides_the_key() -> None:
@@ -134,4 +134,4 @@ def test_the_demo_emulator_starts_lazily_and_stops_at_exit() -> None:
         "    raise AssertionError('the emulator still answers after exit handlers ran')\n"
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr == DEMO_NOTICE + "\n"
+    assert done.stdout == DEMO_NOTICE + "\n"
