@@ -1,8 +1,9 @@
 """Re-execute the demo notebooks in place so their stored outputs match the current code.
 
 Usage: ``.venv/bin/python scripts/refresh_notebooks.py [NOTEBOOK ...]`` (default: every
-``notebooks/*.ipynb``). Each notebook runs top to bottom in a fresh kernel, in demo mode with the
-emulator at time scale 0, exactly as ``make test`` runs it under nbval. Widget state is not
+``notebooks/*.ipynb``). Each notebook runs top to bottom in a fresh kernel, in demo mode (no API
+key, so the notice a newcomer sees is the one saved) with the emulator at time scale 0, as
+``make test`` runs it under nbval. Widget state is not
 stored: a saved panel could never be redrawn without its live kernel, and its models only churn
 diffs. Cells tagged ``raises-exception`` may fail; any other failure stops the script and leaves
 the notebook untouched.

@@ -227,7 +227,15 @@ def api_error(
         kw["retry_after"] = retry_after
     if cls is PermissionDeniedError:
         kw["processor"] = processor
+    if cls is NotFoundError and _names_a_path(message):
+        kw["hint"] = "check PARALLEL_BASE_URL: the server there has no such endpoint"
     return cls(status, message or _reason(status) or "error", **kw)
+
+
+def _names_a_path(message: str) -> bool:
+    """Whether a 404 says the endpoint is missing (a wrong base URL), not the id."""
+    text = message.lower()
+    return "path" in text or text in ("not found", "404 not found")
 
 
 def field_problems(detail: Any) -> list[str]:

@@ -467,6 +467,11 @@ def test_api_error_reads_fastapi_and_non_json_bodies() -> None:
     detail_text = api_error(404, '{"detail": "Not Found"}')
     assert detail_text.message == "Not Found" and type(detail_text) is NotFoundError
 
+    assert "PARALLEL_BASE_URL" in str(detail_text)  # a missing endpoint means a wrong base URL
+
+    unknown_run = api_error(404, {"type": "error", "error": {"message": "Run id not found"}})
+    assert "check the id" in str(unknown_run) and "PARALLEL_BASE_URL" not in str(unknown_run)
+
     empty = api_error(500, b"")
     assert str(empty).startswith("500 Internal Server Error —")
 

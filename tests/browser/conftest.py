@@ -1,8 +1,8 @@
 """Fixtures for the real-browser tests: a JupyterLab server and a headless Chromium.
 
-- ``lab_server`` (session): a throwaway JupyterLab serving ``notebooks/`` without their stored
+- ``lab_server`` (module): a throwaway JupyterLab serving ``notebooks/`` without their stored
   outputs, in demo mode (see ``labserver.py``).
-- ``browser`` (session): Debian's Chromium at ``/usr/bin/chromium`` driven by Playwright.
+- ``browser`` (module): Debian's Chromium at ``/usr/bin/chromium`` driven by Playwright.
   Playwright's own browser download needs general internet access, so it is never used;
   ``scripts/ensure-chromium`` installs Chromium.
 - ``page`` (function): a fresh 1280x900 page; if the test fails, the page is saved as
@@ -32,14 +32,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
     with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is active it marks an asyncio loop as
+# running in this thread, which would break every async test collected after this folder.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
