@@ -2,8 +2,9 @@
 
 Environment variables: ``PARALLEL_API_KEY`` (the key; without it, demo mode),
 ``PARALLEL_BASE_URL`` (default ``https://api.parallel.ai``), ``PARALLEL_NB_DEMO=1`` (demo
-mode even with a key) and ``PARALLEL_NB_TIME_SCALE`` (the demo emulator's speed; 0 = instant).
-The demo emulator starts on first use, not at import, once per process, and stops at exit.
+mode even with a key), ``PARALLEL_NB_TIME_SCALE`` (the demo emulator's speed; 0 = instant) and
+``PARALLEL_NB_DATA_DIR`` (where the run store lives). The demo emulator starts on first use, not
+at import, once per process, and stops at exit.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .api.client import AsyncClient, Client
     from .emulator import EmulatorHandle
+    from .runs.store import RunStore
 
 __all__ = [
     "DEMO_NOTICE",
@@ -27,6 +30,7 @@ __all__ = [
     "get_async_client",
     "get_client",
     "get_settings",
+    "get_store",
     "reset_settings",
 ]
 
@@ -42,6 +46,7 @@ FORCED_DEMO_NOTICE = (
 _lock = threading.Lock()
 _emulator: EmulatorHandle | None = None
 _clients: dict[Settings, Client] = {}
+_store: RunStore | None = None
 _notice_shown = False
 
 
@@ -52,6 +57,12 @@ class Settings:
     base_url: str
     api_key: str = field(repr=False)
     demo: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        """Where runs go, as the run store keys them: the base URL, or ``"demo"`` for the demo
+        emulator (its port changes with every process; its answers do not)."""
+        return "demo" if self.demo else self.base_url
 
 
 def get_settings() -> Settings:
@@ -92,16 +103,40 @@ def get_async_client() -> AsyncClient:
     return AsyncClient(settings.api_key, settings.base_url)
 
 
+def get_store(path: str | Path | None = None, keep_input: str = "preview") -> RunStore:
+    """The run store at ``path`` (None: :func:`~parallel_nb.runs.store.default_store_path`,
+    looked up on every call so that ``PARALLEL_NB_DATA_DIR`` always applies).
+
+    One store is open at a time: asking for another path or ``keep_input`` closes the previous
+    one, so a notebook that switches stores does not keep files open.
+    """
+    from .runs.store import RunStore, default_store_path
+
+    global _store
+    target = Path(path).expanduser() if path else default_store_path()
+    with _lock:
+        current = _store
+        if current is not None and current.path == target and current.keep_input == keep_input:
+            return current
+        store = _store = RunStore(target, keep_input=keep_input)
+    if current is not None:
+        current.close()
+    return store
+
+
 def reset_settings() -> None:
-    """Stop the demo emulator and forget cached clients (for tests that need a fresh process
-    state, e.g. to see the demo notice again)."""
-    global _emulator, _notice_shown
+    """Stop the demo emulator, close the run store and forget cached clients (for tests that
+    need a fresh process state, e.g. to see the demo notice again)."""
+    global _emulator, _notice_shown, _store
     with _lock:
         _notice_shown = False
         for client in _clients.values():
             client.close()
         _clients.clear()
         emulator, _emulator = _emulator, None
+        store, _store = _store, None
+    if store is not None:
+        store.close()
     if emulator is not None:
         atexit.unregister(emulator.stop)
         emulator.stop()

@@ -2,10 +2,11 @@
 
 The cell body goes to :func:`parallel_nb.spec.build_request` untouched (no IPython ``$var`` /
 ``{expr}`` expansion: JSON braces must survive); runs go through
-:func:`parallel_nb.runs.runner.execute`. Bad arguments or a bad cell raise a one-line
-``UsageError`` before anything is sent; a run that fails raises :class:`RunFailed` so "Run All"
-stops. Defaults are traitlets, so ``%config ParallelMagics.processor = "pro"`` works, and a
-per-cell option always wins over them.
+:func:`parallel_nb.runs.tracking.submit`, which answers from the run store's cache, follows an
+identical run still going, or creates and records a new one. Bad arguments or a bad cell raise
+a one-line ``UsageError`` before anything is sent; a run that fails raises :class:`RunFailed` so
+"Run All" stops. Defaults are traitlets, so ``%config ParallelMagics.processor = "pro"`` works,
+and a per-cell option always wins over them.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ from .api.processors import PROCESSORS, get_processor
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pandas as pd
+
     from .api.client import Client
     from .api.models import TaskRequest
     from .result import TaskResult
+    from .runs.background import RunHandle
+    from .runs.store import RunStore
     from .view.panel import RunView
 
 __all__ = ["ParallelMagics"]
@@ -51,6 +56,7 @@ __all__ = ["ParallelMagics"]
 _FAMILIES = sorted({re.sub(r"\d+x$", "", p.tier) for p in PROCESSORS.values()})
 _PROCESSOR_SHAPE = re.compile(rf"(?:{'|'.join(_FAMILIES)})(?:\d+x)?(?:-fast)?")
 _RUN_ID_SHAPE = re.compile(r"[A-Za-z]+_[0-9A-Za-z]{8,}")
+_HISTORY_ROWS = 20
 _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 
@@ -63,6 +69,13 @@ def _seconds(text: str) -> float:
     if not value >= 0:
         raise ArgumentTypeError(f"expected a number of seconds, 0 or more, not {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    """The argparse type of ``history N``: a whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise ArgumentTypeError(f"expected a number of runs, 1 or more, not {text!r}")
+    return int(text)
 
 
 @magics_class
@@ -90,6 +103,17 @@ class ParallelMagics(Magics):
     max_messages = Int(6, help="How many of the newest progress messages the panel shows.").tag(
         config=True
     )
+    store_path = Unicode(
+        None,
+        allow_none=True,
+        help="The run store's SQLite file (None: runs.sqlite3 in $PARALLEL_NB_DATA_DIR, else in "
+        "the user data directory). Every run is recorded there; it is the cache of results.",
+    ).tag(config=True)
+    keep_input = Unicode(
+        "preview",
+        help="How much of each input the run store keeps: 'preview' (the first 200 "
+        "characters), 'full' (the whole request), or 'none' (only its hash).",
+    ).tag(config=True)
 
     @validate("refresh_hz")
     def _check_refresh_hz(self, proposal: dict[str, Any]) -> float:
@@ -99,6 +123,15 @@ class ParallelMagics(Magics):
             return check_refresh_hz(proposal["value"])
         except ValueError as exc:
             raise TraitError(str(exc)) from None
+
+    @validate("keep_input")
+    def _check_keep_input(self, proposal: dict[str, Any]) -> str:
+        from .runs.store import KEEP_INPUT_MODES
+
+        if proposal["value"] not in KEEP_INPUT_MODES:
+            modes = ", ".join(map(repr, KEEP_INPUT_MODES))
+            raise TraitError(f"keep_input must be one of {modes}, not {proposal['value']!r}")
+        return proposal["value"]
 
     @validate("max_messages")
     def _check_max_messages(self, proposal: dict[str, Any]) -> int:
@@ -198,8 +231,19 @@ class ParallelMagics(Magics):
         action="store_true",
         help="Send {{name}} literally instead of filling it from the notebook's variables.",
     )
+    @argument(
+        "--refresh",
+        action="store_true",
+        help="Create a new run even if an identical one completed (cached) or is still going.",
+    )
+    @argument(
+        "--bg",
+        action="store_true",
+        help="Return at once with a RunHandle (.result(), await, .status) while the panel "
+        "keeps updating; several can run at once.",
+    )
     @cell_magic("parallel")
-    def parallel_cell(self, line: str, cell: str) -> TaskResult | None:
+    def parallel_cell(self, line: str, cell: str) -> TaskResult | RunHandle | None:
         """Run a Parallel Task API task: the cell body is the input, an optional spec follows.
 
         The first line is ``%%parallel [PROCESSOR] [VAR] [options]``. The body is the input
@@ -229,13 +273,22 @@ class ParallelMagics(Magics):
             %%parallel pro report --exclude-domains reddit.com
             Write a research report on the James Webb Space Telescope
 
+            %%parallel lite answer --bg
+            What was the GDP of France in 2023?
+
         With VAR the TaskResult is stored there and only a summary is shown; without VAR it
         is the cell's result (``Out[n]``; a trailing ``;`` hides it). ``result.output_df``
         and ``result.basis_df`` are DataFrames of the answer and its citations. A failed run
-        raises ``RunFailed`` (with VAR, the failed result is still stored). Ctrl-C stops
-        watching; the run goes on and ``%parallel result RUN_ID`` fetches it later.
+        raises ``RunFailed`` (with VAR, the failed result is still stored).
+
+        Every run is recorded in the run store. Re-running a cell whose identical request
+        completed returns the stored result at once (``result.cached``), without a new paid
+        run; if that run is still going, the cell follows it instead of creating another.
+        ``--refresh`` creates a new run regardless. ``--bg`` returns a RunHandle at once
+        (``h.result(timeout)``, ``await h``, ``h.status``; with VAR, the handle is stored).
+        Ctrl-C stops watching; the run goes on and ``%parallel attach RUN_ID`` follows it again.
         Defaults: ``%config ParallelMagics`` (processor, timeout, widget, refresh_hz,
-        max_messages); options on the line always win.
+        max_messages, store_path, keep_input); options on the line always win.
         """
         # Intermixed, so that options may also sit between the two words: "core --dry-run out".
         args = self.parallel_cell.parser.parse_intermixed_args(_split(line))
@@ -248,27 +301,47 @@ class ParallelMagics(Magics):
             print(_dry_run_text(request))
             return None
         timeout = _given(args.timeout, self.timeout)
+        widget = _given(args.widget, self.widget)
 
-        def start(client: Client, view: RunView | None) -> TaskResult:
-            from .runs.runner import execute
+        def start(client: Client) -> TaskResult | RunHandle:
+            from .config import get_settings
+            from .runs.tracking import submit
 
-            return execute(client, request, view=view, timeout=timeout, refresh_hz=self.refresh_hz)
+            return submit(
+                client,
+                request,
+                store=self.store(),
+                endpoint=get_settings().endpoint,
+                new_view=lambda: self._view(request.processor, widget),
+                refresh=args.refresh,
+                refresh_hint="--refresh",
+                background=args.bg,
+                timeout=timeout,
+                refresh_hz=self.refresh_hz,
+            )
 
-        result = self._follow(start, request, var, _given(args.widget, self.widget))
+        result = self._deliver(start, request, var)
         return None if silenced else result
 
     # -- %parallel -------------------------------------------------------------------------
 
     @line_magic("parallel")
     def parallel_line(self, line: str) -> Any:
-        """Parallel helpers: ``%parallel processors | result RUN_ID [VAR] | status | help``.
+        """Parallel helpers: ``%parallel attach | result | history | cache clear | processors |
+        status | help``.
 
+        - ``%parallel attach RUN_ID [VAR] [--timeout SECONDS] [--bg]``: follow any run live
+          again (one you interrupted, or from before a kernel restart) and get its result;
+          with VAR, store it there.
+        - ``%parallel result RUN_ID [VAR] [--timeout SECONDS] [--bg]``: the same.
+        - ``%parallel history [N]``: the N newest runs of the run store (default 20) as a
+          DataFrame: run_id, status, processor, age, input (preview), cache_hits.
+        - ``%parallel cache clear``: forget the stored results, so identical cells run again
+          (the runs stay in the history).
         - ``%parallel processors``: a DataFrame of the processors with their documented
           latency, price per run and rough field capacity.
-        - ``%parallel result RUN_ID [VAR] [--timeout SECONDS]``: the result of an earlier run
-          (for example one you interrupted); a run that is still going is followed live.
-        - ``%parallel status`` (or ``config``): where runs go (base URL, demo mode) and the
-          current defaults. The API key is never shown.
+        - ``%parallel status`` (or ``config``): where runs go (base URL, demo mode), the run
+          store and the current defaults. The API key is never shown.
         - ``%parallel help``: this help and the ``%%parallel`` options.
 
         Runs are started with the cell magic: see ``%%parallel?``.
@@ -277,8 +350,13 @@ class ParallelMagics(Magics):
         command = args.command or "help"
         if command == "processors":
             return _processors_frame()
-        if command == "result":
-            return self._result(args)
+        if command in ("attach", "result"):
+            return self._attach(args)
+        if command == "history":
+            return self._history(args.n)
+        if command == "cache":
+            self._clear_cache()
+            return None
         if command in ("status", "config"):
             print(self._status_text())
             return None
@@ -324,37 +402,86 @@ class ParallelMagics(Magics):
             "(trun_...); pass the variable holding an earlier TaskResult, or its run id"
         )
 
-    def _result(self, args: Namespace) -> TaskResult | None:
+    def store(self) -> RunStore:
+        """The run store of ``store_path`` and ``keep_input`` (``parallel_nb.run`` uses it too)."""
+        from .config import get_store
+
+        return get_store(self.store_path, self.keep_input)
+
+    def _attach(self, args: Namespace) -> TaskResult | RunHandle | None:
+        if args.run_id.startswith("tgrp_"):
+            raise UsageError(
+                f"{args.run_id} is a task group; %parallel attach follows single runs (trun_...). "
+                "Task groups come with DataFrame enrichment, which is not available yet"
+            )
         if args.var is not None:
             _check_var(args.var)
         timeout = _given(args.timeout, self.timeout)
 
-        def start(client: Client, view: RunView | None) -> TaskResult:
+        def start(client: Client) -> TaskResult | RunHandle:
+            from .runs.background import follow_in_background
             from .runs.runner import fetch
+            from .runs.tracking import StoreRecorder
 
-            return fetch(
-                client, args.run_id, view=view, timeout=timeout, refresh_hz=self.refresh_hz
+            recorder = StoreRecorder(self.store())
+            if not args.bg:
+                view = self._view(self.processor, self.widget)
+                return fetch(
+                    client,
+                    args.run_id,
+                    view=view,
+                    timeout=timeout,
+                    refresh_hz=self.refresh_hz,
+                    recorder=recorder,
+                )
+            run = client.retrieve_run(args.run_id)
+            return follow_in_background(
+                client,
+                run,
+                view=self._view(run.processor, self.widget),
+                timeout=timeout,
+                refresh_hz=self.refresh_hz,
+                recorder=recorder,
             )
 
-        return self._follow(start, None, args.var, self.widget)
+        return self._deliver(start, None, args.var)
 
-    def _follow(
-        self,
-        start: Callable[[Client, RunView | None], TaskResult],
-        request: TaskRequest | None,
-        var: str | None,
-        widget: bool,
-    ) -> TaskResult | None:
-        """Run ``start`` with the view for this front end; store the result in ``var`` (and
-        show a summary) or return it."""
-        from .config import get_client
+    def _history(self, limit: int) -> pd.DataFrame:
+        from .runs.tracking import history_frame
+
+        store = self.store()
+        frame = history_frame(store, limit)
+        if frame.empty:
+            print(f"parallel-nb: no runs recorded yet in {store.path}")
+        return frame
+
+    def _clear_cache(self) -> None:
+        forgotten = self.store().clear_cache()
+        results = "result" if forgotten == 1 else "results"
+        print(
+            f"parallel-nb: forgot {forgotten} stored {results}; identical cells now create new "
+            "runs (the runs stay in %parallel history)"
+        )
+
+    def _view(self, processor: str, widget: bool) -> RunView | None:
         from .view.panel import auto_view
 
+        return auto_view(processor, widget=widget, max_messages=self.max_messages)
+
+    def _deliver(
+        self,
+        start: Callable[[Client], TaskResult | RunHandle],
+        request: TaskRequest | None,
+        var: str | None,
+    ) -> TaskResult | RunHandle | None:
+        """Run ``start``; store what it returns in ``var`` (showing a finished result's
+        summary) or return it."""
+        from .config import get_client
+        from .result import TaskResult
+
         client = get_client()
-        processor = request.processor if request is not None else self.processor
-        view = auto_view(processor, widget=widget, max_messages=self.max_messages)
         try:
-            result = start(client, view)
+            result = start(client)
         except RunFailed as exc:
             if var is not None:
                 self._store_failed(client, exc, var, request)
@@ -362,10 +489,11 @@ class ParallelMagics(Magics):
         if var is None:
             return result
         self.shell.push({var: result})
-        from IPython.display import display
+        if isinstance(result, TaskResult):
+            from IPython.display import display
 
-        data, metadata = result.stored_bundle(var)
-        display(data, metadata=metadata, raw=True)
+            data, metadata = result.stored_bundle(var)
+            display(data, metadata=metadata, raw=True)
         return None
 
     def _store_failed(
@@ -400,6 +528,7 @@ class ParallelMagics(Magics):
                 f"parallel-nb {__version__}",
                 f"base URL:  {settings.base_url}",
                 f"demo mode: {demo}",
+                f"run store: {self.store().path} (keep_input={self.keep_input})",
                 f"defaults:  processor={self.processor} timeout={timeout} "
                 f"widget={self.widget} refresh_hz={self.refresh_hz:g} "
                 f"max_messages={self.max_messages}  (%config ParallelMagics)",
@@ -424,13 +553,26 @@ def _line_parser() -> MagicArgumentParser:
         prog="parallel", description="Parallel helpers. Runs start with %%parallel."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("processors", help="the processors: latency, $ per run, ~max fields")
-    result = commands.add_parser("result", help="fetch (or follow) a run's result by id")
-    result.add_argument("run_id", metavar="RUN_ID", help="the run id, trun_...")
-    result.add_argument("var", nargs="?", metavar="VAR", help="store the TaskResult here")
-    result.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after this long"
+    for name, text in (
+        ("attach", "follow a run live again by id, and get its result"),
+        ("result", "the same as attach"),
+    ):
+        follow = commands.add_parser(name, help=text)
+        follow.add_argument("run_id", metavar="RUN_ID", help="the run id, trun_...")
+        follow.add_argument("var", nargs="?", metavar="VAR", help="store the TaskResult here")
+        follow.add_argument(
+            "--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after this long"
+        )
+        follow.add_argument(
+            "--bg", action="store_true", help="return a RunHandle at once and follow meanwhile"
+        )
+    history = commands.add_parser("history", help="the newest runs of the run store")
+    history.add_argument(
+        "n", nargs="?", type=_count, default=_HISTORY_ROWS, metavar="N", help="how many runs"
     )
+    cache = commands.add_parser("cache", help="cache clear: forget the stored results")
+    cache.add_argument("action", choices=["clear"], metavar="clear")
+    commands.add_parser("processors", help="the processors: latency, $ per run, ~max fields")
     commands.add_parser("status", help="base URL, demo mode and defaults (never the key)")
     commands.add_parser("config", help="same as status")
     commands.add_parser("help", help="this help")

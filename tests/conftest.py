@@ -7,11 +7,14 @@
   context manager when a test needs other settings (time scale, faults, rate limit).
 - ``client``: an ``httpx.Client`` with that base URL and the ``x-api-key`` header, closed after
   the test.
+- ``data_dir`` (automatic): every test gets an empty directory as ``PARALLEL_NB_DATA_DIR``, so
+  runs are recorded in a run store of its own, never in the user's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +28,13 @@ TEST_KEY = "test-key"
 def emulator() -> Iterator[EmulatorHandle]:
     with start_emulator(time_scale=0, api_key=TEST_KEY) as handle:
         yield handle
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("PARALLEL_NB_DATA_DIR", str(path))
+    return path
 
 
 @pytest.fixture

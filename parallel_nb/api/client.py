@@ -1,9 +1,14 @@
 """Client and AsyncClient: the Task API's runs and task groups over httpx.
 
 Both share one description of every call (:class:`_Api`: URLs, headers, bodies, how answers
-and errors are read), so the sync and async classes only differ in how they do I/O. Errors
-become the exceptions of :mod:`.errors`; the API key is sent in ``x-api-key`` and never shown.
-Nothing is retried yet except ``/result``'s documented 408 "still running" answer.
+and errors are read, when to try again), so the sync and async classes only differ in how they
+do I/O. Errors become the exceptions of :mod:`.errors`; the API key is sent in ``x-api-key``
+and never shown.
+
+Failed requests are retried per a :class:`~.retry.RetryPolicy`: reads and stream connects on
+any transient failure, creates only where the service cannot have created anything (see
+:mod:`.retry`); an ambiguous create raises :class:`~.errors.AmbiguousCreateError` instead.
+``/result``'s 408 "still running" is not a failure: it is asked again until the deadline.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -24,6 +30,7 @@ from .errors import (
     ParallelError,
     RequestTimeoutError,
     RunFailed,
+    ambiguous_create,
     api_error,
     connection_failed,
 )
@@ -35,9 +42,19 @@ from .models import (
     TaskRun,
     TaskRunResult,
 )
+from .retry import (
+    Backoff,
+    Outcome,
+    RetryPolicy,
+    is_ambiguous_create,
+    is_safe_to_retry_create,
+    is_safe_to_retry_get,
+    retry_after,
+    start_backoff,
+)
 from .stream import AsyncEventStream, EventStream, StreamTarget
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "Client"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RETRY", "AsyncClient", "Client", "RetryPolicy"]
 
 DEFAULT_BASE_URL = "https://api.parallel.ai"
 USER_AGENT = f"parallel-nb/{__version__}"
@@ -49,26 +66,6 @@ _CONNECT_TIMEOUT = 10.0
 _FAILED_STATUSES = frozenset({"failed", "cancelled"})
 
 M = TypeVar("M")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    headers = response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return float(headers["retry-after-ms"]) / 1000.0
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            # Imported here: email.utils adds ~15 ms to the import, for a rare header form.
-            from email.utils import parsedate_to_datetime
-
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (ValueError, TypeError):
-        return None
 
 
 def _seg(value: str) -> str:
@@ -85,10 +82,45 @@ def _merge_betas(requests: Iterable[TaskRequest]) -> list[str]:
     return list(betas)
 
 
+@dataclass(frozen=True, slots=True)
+class _Creates:
+    """A request that creates something billable: what it creates, and how a user can find out
+    whether it exists when the answer was lost."""
+
+    subject: str
+    check: str
+
+
+DEFAULT_RETRY = RetryPolicy()
+"""The policy clients use unless given another: up to 6 tries within a minute of failing."""
+
+_CREATES_RUN = _Creates(
+    "the run",
+    "Look for it among your recent runs before sending the request again (%parallel history "
+    "in a notebook, or your runs on the Parallel platform); sending it again creates a new "
+    "run, charged separately.",
+)
+_CREATES_GROUP = _Creates(
+    "the task group",
+    "Create another group if you need one: a group is only a container, its runs are what is "
+    "charged.",
+)
+
+
+def _creates_runs_in(taskgroup_id: str, count: int) -> _Creates:
+    runs = "run" if count == 1 else f"{count} runs"
+    return _Creates(
+        f"the {runs} added to task group {taskgroup_id}",
+        f"Count the group's runs with retrieve_group({taskgroup_id!r}) before adding them again.",
+    )
+
+
 class _Api:
     """Everything about a call that does not depend on sync or async I/O."""
 
-    def __init__(self, api_key: str | None, base_url: str | None) -> None:
+    def __init__(
+        self, api_key: str | None, base_url: str | None, retry: RetryPolicy | None
+    ) -> None:
         key = api_key or os.environ.get("PARALLEL_API_KEY")
         if not key:
             raise ParallelError(
@@ -98,6 +130,11 @@ class _Api:
         self.key = key
         url = base_url or os.environ.get("PARALLEL_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = url.rstrip("/")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(
+                f"retry must be a RetryPolicy, or None to turn retries off; not {retry!r}"
+            )
+        self.retry = retry
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -116,9 +153,44 @@ class _Api:
             response.content,
             run_id,
             processor=processor,
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
             secret=self.key,
         )
+
+    def backoff(self) -> Backoff:
+        return start_backoff(self.retry)
+
+    def retry_delay(
+        self,
+        outcome: Outcome,
+        backoff: Backoff,
+        *,
+        creates: _Creates | None,
+        long_poll: bool,
+        run_id: str | None,
+        processor: str | None,
+    ) -> float:
+        """Seconds to wait before sending a failed request again; raises the error to report
+        when it is not to be sent again (not transient, out of retries, or an ambiguous
+        create, which is never repeated). A ``long_poll``'s 408 is its "not yet" answer, which
+        the caller handles: it is raised at once."""
+        safe = is_safe_to_retry_create if creates is not None else is_safe_to_retry_get
+        not_yet = long_poll and isinstance(outcome, httpx.Response) and outcome.status_code == 408
+        if safe(outcome) and not not_yet:
+            asked = retry_after(outcome) if isinstance(outcome, httpx.Response) else None
+            delay = backoff.next_delay(asked)
+            if delay is not None:
+                return delay
+        if isinstance(outcome, httpx.Response):
+            failure: ParallelError = self.error(outcome, run_id, processor)
+            cause: BaseException | None = None
+        else:
+            failure = connection_failed(self.base_url, outcome)
+            cause = outcome
+        if creates is not None and is_ambiguous_create(outcome):
+            ambiguous = ambiguous_create(creates.subject, creates.check, self.base_url, failure)
+            raise ambiguous from (cause or failure)
+        raise failure from cause
 
     def parse(self, response: httpx.Response, build: Callable[[Mapping[str, Any]], M]) -> M:
         """The answer's JSON built into a model; a malformed answer is a clear ParallelError."""
@@ -143,6 +215,7 @@ class _Api:
             on_error=lambda response: self.error(response, run_id),
             headers=self.headers(),
             params=dict(params or {}),
+            retry=self.retry,
         )
 
     def run_events_target(self, run_id: str) -> StreamTarget:
@@ -232,7 +305,9 @@ class Client:
 
     ``api_key`` and ``base_url`` default to ``PARALLEL_API_KEY`` and ``PARALLEL_BASE_URL``
     (else ``https://api.parallel.ai``). Pass ``http_client`` to reuse your own
-    ``httpx.Client``; it is then yours to close.
+    ``httpx.Client``; it is then yours to close. ``retry`` says how failed requests are tried
+    again (``None``: never); whatever it says, a create that may have succeeded is never sent
+    twice.
     """
 
     def __init__(
@@ -242,8 +317,9 @@ class Client:
         *,
         timeout: float = 60.0,
         http_client: httpx.Client | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
-        self._api = _Api(api_key, base_url)
+        self._api = _Api(api_key, base_url, retry)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT))
@@ -252,6 +328,11 @@ class Client:
     @property
     def base_url(self) -> str:
         return self._api.base_url
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """How failed requests are tried again; None when they are not."""
+        return self._api.retry
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r})"
@@ -279,17 +360,35 @@ class Client:
         run_id: str | None = None,
         processor: str | None = None,
         betas: Sequence[str] = (),
+        creates: _Creates | None = None,
+        long_poll: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
-        try:
-            response = self._http.request(
-                method, self._api.url(path), headers=self._api.headers(betas), **kwargs
+        """The successful answer to a request, retried per the policy. ``creates`` marks a
+        request that creates something billable (retried only when nothing can exist);
+        ``long_poll`` one whose 408 means "not yet" (see :meth:`_Api.retry_delay`)."""
+        backoff = self._api.backoff()
+        while True:
+            outcome: Outcome
+            try:
+                response = self._http.request(
+                    method, self._api.url(path), headers=self._api.headers(betas), **kwargs
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            else:
+                if not response.is_error:
+                    return response
+                outcome = response
+            delay = self._api.retry_delay(
+                outcome,
+                backoff,
+                creates=creates,
+                long_poll=long_poll,
+                run_id=run_id,
+                processor=processor,
             )
-        except httpx.TransportError as exc:
-            raise connection_failed(self.base_url, exc) from exc
-        if response.is_error:
-            raise self._api.error(response, run_id, processor)
-        return response
+            backoff.policy.sleep(delay)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -300,6 +399,7 @@ class Client:
             json=request.to_body(),
             betas=request.beta_features(),
             processor=request.processor,
+            creates=_CREATES_RUN,
         )
         return self._api.parse(response, TaskRun.from_dict)
 
@@ -327,6 +427,7 @@ class Client:
                     params={"timeout": wait},
                     betas=[BETA_FIELD_BASIS],
                     timeout=_result_http_timeout(wait),
+                    long_poll=True,
                 )
             except RequestTimeoutError:
                 continue
@@ -344,7 +445,9 @@ class Client:
     # -- task groups -----------------------------------------------------------------------
 
     def create_group(self, metadata: dict[str, Any] | None = None) -> TaskGroup:
-        response = self._send("POST", "/v1/tasks/groups", json={"metadata": metadata})
+        response = self._send(
+            "POST", "/v1/tasks/groups", json={"metadata": metadata}, creates=_CREATES_GROUP
+        )
         return self._api.parse(response, TaskGroup.from_dict)
 
     def retrieve_group(self, taskgroup_id: str) -> TaskGroup:
@@ -362,6 +465,7 @@ class Client:
             f"/v1/tasks/groups/{_seg(taskgroup_id)}/runs",
             json=self._api.add_runs_body(inputs, default_task_spec),
             betas=self._api.add_runs_betas(inputs),
+            creates=_creates_runs_in(taskgroup_id, len(inputs)),
         )
         return self._api.parse(response, GroupRunsResponse.from_dict)
 
@@ -400,8 +504,9 @@ class AsyncClient:
         *,
         timeout: float = 60.0,
         http_client: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
-        self._api = _Api(api_key, base_url)
+        self._api = _Api(api_key, base_url, retry)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT))
@@ -410,6 +515,11 @@ class AsyncClient:
     @property
     def base_url(self) -> str:
         return self._api.base_url
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """How failed requests are tried again; None when they are not."""
+        return self._api.retry
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self.base_url!r})"
@@ -437,17 +547,33 @@ class AsyncClient:
         run_id: str | None = None,
         processor: str | None = None,
         betas: Sequence[str] = (),
+        creates: _Creates | None = None,
+        long_poll: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method, self._api.url(path), headers=self._api.headers(betas), **kwargs
+        """See :meth:`Client._send`."""
+        backoff = self._api.backoff()
+        while True:
+            outcome: Outcome
+            try:
+                response = await self._http.request(
+                    method, self._api.url(path), headers=self._api.headers(betas), **kwargs
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            else:
+                if not response.is_error:
+                    return response
+                outcome = response
+            delay = self._api.retry_delay(
+                outcome,
+                backoff,
+                creates=creates,
+                long_poll=long_poll,
+                run_id=run_id,
+                processor=processor,
             )
-        except httpx.TransportError as exc:
-            raise connection_failed(self.base_url, exc) from exc
-        if response.is_error:
-            raise self._api.error(response, run_id, processor)
-        return response
+            await backoff.policy.async_sleep(delay)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -458,6 +584,7 @@ class AsyncClient:
             json=request.to_body(),
             betas=request.beta_features(),
             processor=request.processor,
+            creates=_CREATES_RUN,
         )
         return self._api.parse(response, TaskRun.from_dict)
 
@@ -481,6 +608,7 @@ class AsyncClient:
                     params={"timeout": wait},
                     betas=[BETA_FIELD_BASIS],
                     timeout=_result_http_timeout(wait),
+                    long_poll=True,
                 )
             except RequestTimeoutError:
                 continue
@@ -496,7 +624,9 @@ class AsyncClient:
     # -- task groups -----------------------------------------------------------------------
 
     async def create_group(self, metadata: dict[str, Any] | None = None) -> TaskGroup:
-        response = await self._send("POST", "/v1/tasks/groups", json={"metadata": metadata})
+        response = await self._send(
+            "POST", "/v1/tasks/groups", json={"metadata": metadata}, creates=_CREATES_GROUP
+        )
         return self._api.parse(response, TaskGroup.from_dict)
 
     async def retrieve_group(self, taskgroup_id: str) -> TaskGroup:
@@ -514,6 +644,7 @@ class AsyncClient:
             f"/v1/tasks/groups/{_seg(taskgroup_id)}/runs",
             json=self._api.add_runs_body(inputs, default_task_spec),
             betas=self._api.add_runs_betas(inputs),
+            creates=_creates_runs_in(taskgroup_id, len(inputs)),
         )
         return self._api.parse(response, GroupRunsResponse.from_dict)
 

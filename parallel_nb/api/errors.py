@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "APIError",
+    "AmbiguousCreateError",
     "AuthenticationError",
     "ConnectionFailed",
     "NotFoundError",
@@ -24,6 +25,7 @@ __all__ = [
     "RequestTimeoutError",
     "RunFailed",
     "ServerError",
+    "StreamInterrupted",
     "ValidationError",
     "api_error",
     "connection_failed",
@@ -47,16 +49,70 @@ class ConnectionFailed(ParallelError):
     """The service could not be reached (DNS, refused connection, network timeout, TLS...)."""
 
 
-def connection_failed(base_url: str, exc: Exception, doing: str = "reach") -> ConnectionFailed:
-    """A :class:`ConnectionFailed` naming the base URL, the transport error and the fix.
+class StreamInterrupted(ConnectionFailed):
+    """An event stream broke off after it had opened (the connection dropped mid-way).
+
+    Nothing is lost: run streams replay from the start, so opening the stream again carries on.
+    """
+
+
+def connection_failed(
+    base_url: str,
+    exc: Exception,
+    doing: str = "reach",
+    cls: type[ConnectionFailed] = ConnectionFailed,
+) -> ConnectionFailed:
+    """A :class:`ConnectionFailed` (or ``cls``) naming the base URL, the transport error and
+    the fix.
 
     ``doing`` completes "could not ..." (``reach``, ``keep reading the event stream from``).
     """
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return ConnectionFailed(
-        f"could not {doing} the Task API at {base_url} ({reason}); check the network "
+    return cls(
+        f"could not {doing} the Task API at {base_url} ({_describe(exc)}); check the network "
         "connection and PARALLEL_BASE_URL"
     )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class AmbiguousCreateError(ParallelError):
+    """A request that creates runs failed after it was sent, so whether the service acted on it
+    is unknown. It was deliberately not sent again: the Task API takes no idempotency key, and
+    a second request could create, and charge for, a second run.
+
+    ``subject`` is what may exist ("the run", "the task group", "the 3 runs added to task
+    group tgrp_..."), ``cause`` the failure, ``check`` how to find out; ``status`` is the HTTP
+    status when the service answered with an error, else None.
+    """
+
+    def __init__(self, subject: str, cause: str, check: str, *, status: int | None = None):
+        self.subject = subject
+        self.cause = cause
+        self.check = check
+        self.status = status
+        super().__init__(subject, cause, check, status)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.cause}; {self.subject} may or may not have been created. The request was "
+            f"not sent again, so that you are not charged twice. {self.check}"
+        )
+
+
+def ambiguous_create(
+    subject: str, check: str, base_url: str, failure: BaseException
+) -> AmbiguousCreateError:
+    """The :class:`AmbiguousCreateError` for a create that ended with ``failure``: an
+    :class:`APIError` built from the answer, or the transport exception raised instead."""
+    if isinstance(failure, APIError):
+        cause = f"the Task API answered {failure.status} {_reason(failure.status)}".rstrip()
+        if failure.message:
+            cause += f" ({failure.message})"
+        return AmbiguousCreateError(subject, cause, check, status=failure.status)
+    cause = f"the connection to the Task API at {base_url} failed after the request was sent"
+    return AmbiguousCreateError(subject, f"{cause} ({_describe(failure)})", check)
 
 
 class RunFailed(ParallelError):

@@ -4,6 +4,10 @@ A stream connects when iteration starts, not when it is created, so a runner can
 to a worker thread and still abort it at any time. Frames with empty ``data`` (keep-alives) are
 skipped; each ``data`` is JSON dispatched on its ``type`` by :func:`~.models.parse_event`,
 never on the SSE ``event:`` name. Streams end when the server closes them.
+
+Connecting is retried per the target's :class:`~.retry.RetryPolicy` (connection errors, 408,
+429, 5xx); a stream that breaks after it opened raises :class:`~.errors.StreamInterrupted`,
+for the caller to open it again (run streams replay from the start).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from dataclasses import dataclass, field
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError, aconnect_sse, connect_sse
 
-from .errors import ParallelError, connection_failed
+from .errors import ParallelError, StreamInterrupted, connection_failed
 from .models import Event, UnknownEvent, parse_event
+from .retry import Backoff, Outcome, RetryPolicy, is_safe_to_retry_get, retry_after, start_backoff
 
 __all__ = ["AsyncEventStream", "EventStream", "StreamTarget", "decode_event", "route_missing"]
 
@@ -32,13 +37,27 @@ _ABOUT_THE_OBJECT = re.compile(r"\b(run|task ?group)\b", re.IGNORECASE)
 @dataclass(frozen=True, slots=True)
 class StreamTarget:
     """Where a stream connects: ``urls`` in order, each tried only if the route before it is
-    missing (:func:`route_missing`); ``on_error`` turns an error response into an exception."""
+    missing (:func:`route_missing`); ``on_error`` turns an error response into an exception;
+    ``retry`` says how failed connects are tried again (None: never)."""
 
     urls: tuple[str, ...]
     base_url: str
     on_error: Callable[[httpx.Response], ParallelError]
     headers: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
+    retry: RetryPolicy | None = None
+
+    def retry_delay(self, outcome: Outcome, backoff: Backoff) -> float:
+        """Seconds to wait before connecting again after ``outcome``; raises the error to
+        report when it is not worth another try (or the retries are used up)."""
+        if is_safe_to_retry_get(outcome):
+            asked = retry_after(outcome) if isinstance(outcome, httpx.Response) else None
+            delay = backoff.next_delay(asked)
+            if delay is not None:
+                return delay
+        if isinstance(outcome, httpx.Response):
+            raise self.on_error(outcome)
+        raise connection_failed(self.base_url, outcome) from outcome
 
 
 def decode_event(sse: ServerSentEvent) -> Event | None:
@@ -147,11 +166,28 @@ class EventStream:
                 if isinstance(exc, httpx.StreamError):
                     raise
                 raise connection_failed(
-                    self._target.base_url, exc, "keep reading the event stream from"
+                    self._target.base_url,
+                    exc,
+                    "keep reading the event stream from",
+                    StreamInterrupted,
                 ) from exc
 
     def _connect(self, stack: ExitStack) -> EventSource | None:
-        """Open the first URL whose route exists; None if the stream was closed meanwhile."""
+        """Open the stream, trying again per the retry policy; None if it was closed meanwhile.
+
+        A close() during a wait between tries takes effect when the wait ends (no connection
+        is open meanwhile).
+        """
+        backoff = start_backoff(self._target.retry)
+        while True:
+            opened = self._open(stack)
+            if opened is None or isinstance(opened, EventSource):
+                return opened
+            backoff.policy.sleep(self._target.retry_delay(opened, backoff))
+
+    def _open(self, stack: ExitStack) -> EventSource | Outcome | None:
+        """One try: the first URL whose route exists opened, or what went wrong; None if the
+        stream was closed meanwhile."""
         target = self._target
         for index, url in enumerate(target.urls):
             if self._closed:
@@ -168,7 +204,7 @@ class EventStream:
                     )
                 )
             except httpx.TransportError as exc:
-                raise connection_failed(target.base_url, exc) from exc
+                return exc
             response = source.response
             if response.is_success:
                 with self._lock:
@@ -179,7 +215,7 @@ class EventStream:
             with attempt:
                 response.read()
             if not (index + 1 < len(target.urls) and route_missing(response)):
-                raise target.on_error(response)
+                return response
         return None
 
 
@@ -242,10 +278,22 @@ class AsyncEventStream:
                 if isinstance(exc, httpx.StreamError):
                     raise
                 raise connection_failed(
-                    self._target.base_url, exc, "keep reading the event stream from"
+                    self._target.base_url,
+                    exc,
+                    "keep reading the event stream from",
+                    StreamInterrupted,
                 ) from exc
 
     async def _connect(self, stack: AsyncExitStack) -> EventSource | None:
+        """See :meth:`EventStream._connect`."""
+        backoff = start_backoff(self._target.retry)
+        while True:
+            opened = await self._open(stack)
+            if opened is None or isinstance(opened, EventSource):
+                return opened
+            await backoff.policy.async_sleep(self._target.retry_delay(opened, backoff))
+
+    async def _open(self, stack: AsyncExitStack) -> EventSource | Outcome | None:
         target = self._target
         for index, url in enumerate(target.urls):
             if self._closed:
@@ -262,7 +310,7 @@ class AsyncEventStream:
                     )
                 )
             except httpx.TransportError as exc:
-                raise connection_failed(target.base_url, exc) from exc
+                return exc
             response = source.response
             if response.is_success:
                 stack.push_async_exit(attempt)
@@ -270,5 +318,5 @@ class AsyncEventStream:
             async with attempt:
                 await response.aread()
             if not (index + 1 < len(target.urls) and route_missing(response)):
-                raise target.on_error(response)
+                return response
         return None

@@ -183,7 +183,7 @@ class Emulator:
             try:
                 api_key = self._authenticate(request)
                 if faulty:
-                    request.state.fault = await self._inject(spec.streams)
+                    request.state.fault = await self._inject(spec.method, spec.streams)
                 if spec.creates:
                     self._rate_limit(api_key)
                 response = await spec.handler(request)
@@ -205,8 +205,8 @@ class Emulator:
             )
         return supplied
 
-    async def _inject(self, streaming: bool) -> FaultDecision:
-        decision = self.injector.decide(streaming=streaming)
+    async def _inject(self, method: str, streaming: bool) -> FaultDecision:
+        decision = self.injector.decide(method=method, streaming=streaming)
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.status == 429:

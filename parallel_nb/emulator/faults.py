@@ -4,7 +4,11 @@ A fault spec is a comma list of ``name=value`` pairs, for example
 ``"429=0.2,500=0.1,503=0.1,drop=0.3,slow=0.1,slow_seconds=1.5,retry_after=1"``:
 
 - ``<status>=p`` (any 4xx/5xx code, e.g. ``408``, ``429``, ``500``, ``503``): answer that status
-  with probability ``p`` instead of serving the request. Their probabilities add up to at most 1.
+  with probability ``p`` instead of serving the request.
+- ``<status>@<scope>=p``: the same for one kind of request only: ``post`` (creates), ``get``
+  (reads, event streams included) or ``stream`` (event streams). ``500@get=0.2,503@post=0.1``
+  fails reads with 500s but creates only with unambiguous 503s. For each kind of request the
+  status probabilities that apply add up to at most 1.
 - ``drop=p``: cut an event stream abruptly after a few frames (no clean end of the body).
 - ``slow=p``: wait ``slow_seconds`` (default 1) before answering.
 - ``retry_after=s``: the ``Retry-After`` seconds sent with an injected 429 (default 1).
@@ -27,15 +31,22 @@ __all__ = ["FaultDecision", "FaultInjector", "FaultSpec", "RateLimiter"]
 
 _GRAMMAR_HINT = (
     "use comma-separated name=value pairs such as "
-    '"429=0.2,500=0.1,drop=0.3,slow=0.1,slow_seconds=1.5,retry_after=1"'
+    '"429=0.2,500@get=0.1,drop=0.3,slow=0.1,slow_seconds=1.5,retry_after=1"'
 )
+SCOPES = ("post", "get", "stream")
+"""The kinds of request a status fault can be limited to (``500@get=0.2``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
-    """Per-request fault probabilities; the empty spec injects nothing."""
+    """Per-request fault probabilities; the empty spec injects nothing.
+
+    ``statuses`` apply to every request, ``scoped`` only to its kind of request (a key of
+    :data:`SCOPES`).
+    """
 
     statuses: Mapping[int, float] = field(default_factory=dict)
+    scoped: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
     drop: float = 0.0
     slow: float = 0.0
     slow_seconds: float = 1.0
@@ -45,6 +56,7 @@ class FaultSpec:
     def parse(cls, text: str | None) -> FaultSpec:
         """Read the ``name=value,...`` grammar; raises ValueError saying what is wrong."""
         statuses: dict[int, float] = {}
+        scoped: dict[str, dict[int, float]] = {}
         options: dict[str, float] = {}
         for item in (text or "").split(","):
             item = item.strip()
@@ -58,8 +70,15 @@ class FaultSpec:
                 value = float(raw)
             except ValueError:
                 raise ValueError(f"fault {name!r} needs a number, not {raw.strip()!r}") from None
-            if name.isdigit() and 400 <= int(name) <= 599:
-                statuses[int(name)] = _probability(name, value)
+            code, at, scope = name.partition("@")
+            if code.isdigit() and 400 <= int(code) <= 599:
+                if at and scope not in SCOPES:
+                    raise ValueError(
+                        f"unknown scope {scope!r} in fault {name!r}: use "
+                        f"{', '.join(SCOPES)} (e.g. 500@get=0.2), or no scope for every request"
+                    )
+                target = scoped.setdefault(scope, {}) if at else statuses
+                target[int(code)] = _probability(name, value)
             elif name in ("drop", "slow"):
                 options[name] = _probability(name, value)
             elif name in ("slow_seconds", "retry_after"):
@@ -71,15 +90,30 @@ class FaultSpec:
                     f"unknown fault {name!r}: use an HTTP status from 400 to 599, drop, slow, "
                     f"slow_seconds or retry_after; {_GRAMMAR_HINT}"
                 )
-        if sum(statuses.values()) > 1:
-            raise ValueError("the status fault probabilities add up to more than 1")
-        return cls(
+        spec = cls(
             statuses=statuses,
+            scoped=scoped,
             drop=options.get("drop", 0.0),
             slow=options.get("slow", 0.0),
             slow_seconds=options.get("slow_seconds", 1.0),
             retry_after=math.ceil(options.get("retry_after", 1)),
         )
+        for method, streaming in (("POST", False), ("GET", False), ("GET", True)):
+            if sum(spec.statuses_for(method, streaming=streaming).values()) > 1:
+                kind = "event stream" if streaming else method
+                raise ValueError(
+                    f"the status fault probabilities for a {kind} request add up to more than 1"
+                )
+        return spec
+
+    def statuses_for(self, method: str, *, streaming: bool) -> dict[int, float]:
+        """The status faults that apply to one request, with their probabilities."""
+        scopes = [method.lower()] + (["stream"] if streaming else [])
+        merged = dict(self.statuses)
+        for scope in scopes:
+            for status, probability in self.scoped.get(scope, {}).items():
+                merged[status] = merged.get(status, 0.0) + probability
+        return merged
 
 
 def _probability(name: str, value: float) -> float:
@@ -106,9 +140,9 @@ class FaultInjector:
         self.counts: Counter[str] = Counter()
         self._rng = random.Random(f"faults:{seed}")
 
-    def decide(self, *, streaming: bool) -> FaultDecision:
+    def decide(self, *, method: str, streaming: bool) -> FaultDecision:
         spec = self.spec
-        status = self._pick_status()
+        status = self._pick_status(spec.statuses_for(method, streaming=streaming))
         delay = spec.slow_seconds if spec.slow and self._rng.random() < spec.slow else 0.0
         drop_after = None
         if streaming and status is None and spec.drop and self._rng.random() < spec.drop:
@@ -122,11 +156,11 @@ class FaultInjector:
     def record(self, kind: str) -> None:
         self.counts[kind] += 1
 
-    def _pick_status(self) -> int | None:
-        if not self.spec.statuses:
+    def _pick_status(self, statuses: Mapping[int, float]) -> int | None:
+        if not statuses:
             return None
         roll = self._rng.random()
-        for status, probability in sorted(self.spec.statuses.items()):
+        for status, probability in sorted(statuses.items()):
             if roll < probability:
                 return status
             roll -= probability

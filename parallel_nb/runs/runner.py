@@ -9,8 +9,9 @@ the same as a coroutine on the caller's event loop (no thread, no nested loop).
 
 The service's word is final: a stream that closes early is reopened until it carries the run's
 final state, and a stream that breaks gives way to ``/result``. The Task API cannot cancel a
-run, so a timeout or Ctrl-C only stops watching; the run goes on and ``%parallel result
-RUN_ID`` fetches it later.
+run, so a timeout or Ctrl-C only stops watching; the run goes on and ``%parallel attach
+RUN_ID`` follows it again. A :class:`RunRecorder` hears of each run the moment it exists and
+again when it ends, which is how the run store never loses one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import queue
 import sys
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..api.errors import RequestTimeoutError, RunFailed
 from ..api.models import Event, StateEvent, TaskOutput, TaskRequest, TaskRun
@@ -39,8 +41,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_REFRESH_HZ",
     "OUTPUT_GRACE",
+    "RunRecorder",
     "aexecute",
     "check_refresh_hz",
+    "create",
     "execute",
     "fetch",
     "previous_interaction_id",
@@ -59,6 +63,16 @@ _REOPEN_PAUSE = 1.0
 # The longest the calling thread blocks in one wait: on Windows a blocked wait does not see
 # Ctrl-C until it returns.
 _MAX_WAIT = 0.25
+
+
+class RunRecorder(Protocol):
+    """Hears of a run as soon as it exists and when its end is known (the run store's hook)."""
+
+    def started(self, run: TaskRun) -> None:
+        """``run`` exists: just created (called before its id is handed back), or retrieved."""
+
+    def finished(self, run: TaskRun, output: TaskOutput | None) -> None:
+        """``run`` ended as the service reports it; ``output`` is the answer of a completed run."""
 
 
 def check_refresh_hz(value: float) -> float:
@@ -87,6 +101,37 @@ def previous_interaction_id(value: object) -> str:
     )
 
 
+def create(client: Client, request: TaskRequest, *, recorder: RunRecorder | None = None) -> TaskRun:
+    """Create a run for ``request``; ``recorder`` hears of it before this returns.
+
+    The request is sent from a helper thread, so Ctrl-C stops only the wait: if the service
+    creates the run anyway, it is still recorded. On Ctrl-C this says so and re-raises.
+    """
+    answer: futures.Future[TaskRun] = futures.Future()
+
+    def send() -> None:
+        try:
+            run = client.create_run(request)
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            answer.set_exception(exc)
+            return
+        try:
+            if recorder is not None:
+                recorder.started(run)
+        finally:
+            answer.set_result(run)
+
+    threading.Thread(target=send, name="parallel-nb create", daemon=True).start()
+    try:
+        # Short waits: a blocked wait does not see Ctrl-C on Windows until it returns.
+        while not futures.wait([answer], timeout=_MAX_WAIT).done:
+            pass
+    except KeyboardInterrupt:
+        print(_interrupted_while_creating(recorder is not None), file=sys.stderr)
+        raise
+    return answer.result()
+
+
 def execute(
     client: Client,
     request: TaskRequest,
@@ -94,19 +139,23 @@ def execute(
     view: RunView | None = None,
     timeout: float | None = None,
     refresh_hz: float = MAX_REFRESH_HZ,
+    recorder: RunRecorder | None = None,
 ) -> TaskResult:
     """Create a run for ``request`` and follow it to its result, drawing ``view`` meanwhile.
 
     Raises :class:`RunFailed` if the run fails or is cancelled, and
     :class:`RequestTimeoutError` when ``timeout`` seconds (counted from this call) pass first.
-    On Ctrl-C it says how to fetch the run later and re-raises. In every case the view is left
-    showing how the run ended, then closed.
+    On Ctrl-C it says how to follow the run again and re-raises. In every case the view is left
+    showing how the run ended, then closed. ``recorder`` hears of the run as :func:`create`
+    says, and of its end.
     """
     started = time.monotonic()
-    watch = _Watch(RunState(processor=request.processor), view, request, refresh_hz, timeout)
+    watch = _Watch(
+        RunState(processor=request.processor), view, request, refresh_hz, timeout, recorder
+    )
     with watch:
         watch.draw(started)
-        run = client.create_run(request)
+        run = create(client, request, recorder=recorder)
         watch.begin(run, time.monotonic())
         return _follow(client, watch, run.run_id)
 
@@ -118,43 +167,88 @@ async def aexecute(
     view: RunView | None = None,
     timeout: float | None = None,
     refresh_hz: float = MAX_REFRESH_HZ,
+    recorder: RunRecorder | None = None,
 ) -> TaskResult:
     """:func:`execute` as a coroutine on the running event loop; cancelling it is like Ctrl-C."""
     started = time.monotonic()
-    watch = _Watch(RunState(processor=request.processor), view, request, refresh_hz, timeout)
+    watch = _Watch(
+        RunState(processor=request.processor), view, request, refresh_hz, timeout, recorder
+    )
     with watch:
         watch.draw(started)
-        run = await client.create_run(request)
+        run = await _acreate(client, request, recorder)
         watch.begin(run, time.monotonic())
         return await _afollow(client, watch, run.run_id)
 
 
 def fetch(
     client: Client,
-    run_id: str,
+    run: str | TaskRun,
     *,
+    request: TaskRequest | None = None,
     view: RunView | None = None,
     timeout: float | None = None,
     refresh_hz: float = MAX_REFRESH_HZ,
+    recorder: RunRecorder | None = None,
 ) -> TaskResult:
-    """The result of an existing run; one that is still going is followed live until it ends.
+    """The result of an existing run (its id, or the run as just retrieved); one that is still
+    going is followed live until it ends.
 
-    A run that has already ended is not drawn (its TaskResult shows it). Raises as
-    :func:`execute` does.
+    A run that has already ended is not drawn (its TaskResult shows it). ``request`` is the
+    request the run was created for, if known. Raises as :func:`execute` does.
     """
-    watch = _Watch(RunState(processor=""), view, None, refresh_hz, timeout)
+    run_id = run if isinstance(run, str) else run.run_id
+    watch = _Watch(
+        RunState(processor="", run_id=run_id), view, request, refresh_hz, timeout, recorder
+    )
     with watch:
-        run = client.retrieve_run(run_id)
+        if isinstance(run, str):
+            run = client.retrieve_run(run)
+        if recorder is not None:
+            recorder.started(run)
         if not run.is_terminal:
             watch.begin(run, time.monotonic())
             return _follow(client, watch, run.run_id)
+        watch.ended(run)
         if run.status == "completed":
             # The answer is ready, so no wait is involved and ``timeout`` has nothing to limit.
-            answer = client.result(run_id)
+            answer = client.result(run.run_id)
             watch.finish(answer.run, answer.output, time.monotonic())
         else:
             watch.finish(run, None, time.monotonic())
         return watch.result()
+
+
+async def _acreate(
+    client: AsyncClient, request: TaskRequest, recorder: RunRecorder | None
+) -> TaskRun:
+    """:func:`create` as a coroutine: cancelling it stops the wait, not the request."""
+    sending = asyncio.ensure_future(client.create_run(request))
+    sending.add_done_callback(lambda task: _record_created(task, recorder))
+    try:
+        return await asyncio.shield(sending)
+    except asyncio.CancelledError:
+        print(_interrupted_while_creating(recorder is not None), file=sys.stderr)
+        raise
+
+
+def _record_created(task: asyncio.Future[TaskRun], recorder: RunRecorder | None) -> None:
+    # Also takes a failed request's exception, so that a task nobody awaits after a
+    # cancellation does not log "exception was never retrieved".
+    if task.cancelled() or task.exception() is not None:
+        return
+    if recorder is not None:
+        recorder.started(task.result())
+
+
+def _interrupted_while_creating(recorded: bool) -> str:
+    text = (
+        "parallel-nb: interrupted while creating the run. The request may already have reached "
+        "the service, which then runs it (and charges for it) although nothing waits for it"
+    )
+    if recorded:
+        return f"{text}; if so, it is recorded when the answer arrives: %parallel history lists it."
+    return f"{text}."
 
 
 # -- what following a run decides (shared by the thread and asyncio drivers) ------------------
@@ -195,6 +289,7 @@ class _Watch:
         request: TaskRequest | None,
         refresh_hz: float,
         timeout: float | None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         if timeout is not None and not timeout >= 0:
             raise ValueError(
@@ -207,6 +302,7 @@ class _Watch:
         self.state = state
         self._view = view
         self._request = request
+        self._recorder = recorder
         self._final_run: TaskRun | None = None  # the first final state the service reported
         self._final_at = 0.0
         self._ended = False
@@ -272,6 +368,10 @@ class _Watch:
             self._final_run = item.run
             self._final_at = now
 
+    def ended(self, run: TaskRun) -> None:
+        """The run was found already ended; its answer is still to come (``finish``)."""
+        self._final_run = run
+
     def finish(self, run: TaskRun, output: TaskOutput | None, now: float) -> None:
         """Take the service's final answer from outside the stream (``/result``, the run)."""
         answer = fold(self.state, StateEvent(run=run, output=output), now)
@@ -318,6 +418,8 @@ class _Watch:
         """The run's TaskResult once it completed; raises :class:`RunFailed` otherwise."""
         run = self._final_run
         assert run is not None, "result() before the service reported a final state"
+        if self._recorder is not None:
+            self._recorder.finished(run, self.state.output)
         if run.status != "completed":
             message = run.error.message if run.error is not None else ""
             raise RunFailed(run.run_id, message, run.status)
@@ -340,6 +442,13 @@ class _Watch:
             note = "interrupted while creating the run; if the service created it, it goes on"
             self._change(interrupted(self.state, now, note=note))
             return
+        if self._awaiting_output():
+            print(
+                f"parallel-nb: stopped fetching the result of run {run_id}, which completed on "
+                f"the server; {_fetch_later(run_id)}",
+                file=sys.stderr,
+            )
+            return
         if self.state.is_terminal:
             return  # it ended anyway: nothing goes on, nothing to fetch later
         self._change(interrupted(self.state, now))
@@ -351,7 +460,10 @@ class _Watch:
 
 
 def _fetch_later(run_id: str) -> str:
-    return f"fetch its result later with %parallel result {run_id} or parallel_nb.fetch({run_id!r})"
+    return (
+        f"follow it again with %parallel attach {run_id} (or get its result with "
+        f"%parallel result {run_id} or parallel_nb.fetch({run_id!r}))"
+    )
 
 
 # -- the blocking driver: a worker thread reads, the calling thread folds and draws ---------------

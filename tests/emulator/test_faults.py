@@ -50,6 +50,9 @@ def test_fault_spec_grammar() -> None:
         ("drop=1.5", "between 0 and 1"),
         ("429=0.6,500=0.6", "more than 1"),
         ("slow_seconds=-1", ">= 0"),
+        ("500@put=0.1", "unknown scope 'put'"),
+        ("500@get=0.6,503@stream=0.6", "event stream request add up to more than 1"),
+        ("429=0.6,503@post=0.6", "POST request add up to more than 1"),
     ],
 )
 def test_fault_spec_errors_say_what_is_wrong(text: str, complaint: str) -> None:
@@ -153,3 +156,35 @@ def test_faults_also_hit_streams_before_they_start(emulator_with: EmulatorHandle
         response = client.get("/v1/tasks/groups/tgrp_x/events")
         assert response.status_code == 500
         assert response.headers["content-type"] == "application/json"
+
+
+def test_scoped_faults_apply_to_their_kind_of_request_only() -> None:
+    spec = FaultSpec.parse("429=0.1,500@get=0.2,503@post=0.3,502@stream=0.4,500@stream=0.1")
+    assert spec.statuses == {429: 0.1}
+    assert spec.statuses_for("POST", streaming=False) == {429: 0.1, 503: 0.3}
+    assert spec.statuses_for("GET", streaming=False) == {429: 0.1, 500: 0.2}
+    assert spec.statuses_for("GET", streaming=True) == {
+        429: 0.1,
+        500: pytest.approx(0.3),
+        502: 0.4,
+    }
+
+
+@with_options(faults="500@get=1,503@stream=0")
+def test_a_get_scoped_fault_spares_creates(emulator_with: EmulatorHandle) -> None:
+    with _client(emulator_with) as client:
+        created = client.post("/v1/tasks/runs", json=LITE)
+        assert created.status_code == 202
+        assert client.get(f"/v1/tasks/runs/{created.json()['run_id']}").status_code == 500
+        assert client.get(f"/v1/tasks/runs/{created.json()['run_id']}/events").status_code == 500
+    stats = emulator_with.stats()
+    assert stats["runs_created"] == 1
+    assert stats["faults_injected"] == {"500": 2}
+
+
+@with_options(faults="503@stream=1")
+def test_a_stream_scoped_fault_spares_plain_reads(emulator_with: EmulatorHandle) -> None:
+    with _client(emulator_with) as client:
+        run_id = client.post("/v1/tasks/runs", json=LITE).json()["run_id"]
+        assert client.get(f"/v1/tasks/runs/{run_id}").status_code == 200
+        assert client.get(f"/v1/tasks/runs/{run_id}/events").status_code == 503
