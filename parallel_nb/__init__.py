@@ -1,14 +1,15 @@
 """parallel-nb: Parallel's web-research Task API in Jupyter, as a magic and as Python calls.
 
 ``%load_ext parallel_nb`` registers ``%%parallel`` and ``%parallel``; :func:`run`,
-:func:`arun` and :func:`fetch` are the same runs from Python. Importing this package is cheap:
-HTTP, pandas and widgets load on first use, and the demo emulator starts on the first run.
+:func:`arun` and :func:`fetch` are the same runs from Python, recorded in the same run store
+(and answered from its cache). Importing this package is cheap: HTTP, pandas and widgets load
+on first use, and the demo emulator starts on the first run.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
     from .api.models import TaskRequest
     from .result import TaskResult
+    from .runs.background import RunHandle
+    from .runs.store import RunStore
 
 __version__ = "0.1.0"
 __all__ = [
@@ -49,6 +52,34 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
         ipython.configurables.remove(instance)
 
 
+@overload
+def run(
+    input: str | Mapping[str, Any],
+    processor: str = ...,
+    output: str | Mapping[str, Any] | None = ...,
+    *,
+    timeout: float | None = ...,
+    widget: bool = ...,
+    refresh: bool = ...,
+    background: Literal[False] = ...,
+    **options: Any,
+) -> TaskResult: ...
+
+
+@overload
+def run(
+    input: str | Mapping[str, Any],
+    processor: str = ...,
+    output: str | Mapping[str, Any] | None = ...,
+    *,
+    timeout: float | None = ...,
+    widget: bool = ...,
+    refresh: bool = ...,
+    background: Literal[True],
+    **options: Any,
+) -> RunHandle: ...
+
+
 def run(
     input: str | Mapping[str, Any],
     processor: str = "core",
@@ -56,8 +87,10 @@ def run(
     *,
     timeout: float | None = None,
     widget: bool = True,
+    refresh: bool = False,
+    background: bool = False,
     **options: Any,
-) -> TaskResult:
+) -> TaskResult | RunHandle:
     """Run one task and block until it ends; the live panel shows in a notebook.
 
     ``input`` is text or a dict; ``output`` a spec as in a ``%%parallel`` cell (field lines,
@@ -66,14 +99,27 @@ def run(
     and ``previous`` (an earlier TaskResult or run id to continue from). Raises
     ``RunFailed`` if the run fails; Ctrl-C stops watching, the run goes on (see
     :func:`fetch`).
+
+    The run is recorded in the run store. An identical request that completed before is
+    answered from it at once (``result.cached``), one still going is followed instead of
+    paying twice; ``refresh=True`` creates a new run regardless. ``background=True`` returns
+    a :class:`~parallel_nb.runs.background.RunHandle` at once (``.result()``, ``await``).
     """
-    from .config import get_client
-    from .runs.runner import execute
+    from .config import get_client, get_settings
+    from .runs.tracking import submit
     from .view.panel import auto_view
 
     request = _request(input, processor, output, options)
-    view = auto_view(request.processor, widget=widget)
-    return execute(get_client(), request, view=view, timeout=timeout)
+    return submit(
+        get_client(),
+        request,
+        store=_store(),
+        endpoint=get_settings().endpoint,
+        new_view=lambda: auto_view(request.processor, widget=widget),
+        refresh=refresh,
+        background=background,
+        timeout=timeout,
+    )
 
 
 async def arun(
@@ -83,31 +129,64 @@ async def arun(
     *,
     timeout: float | None = None,
     widget: bool = True,
+    refresh: bool = False,
     **options: Any,
 ) -> TaskResult:
     """:func:`run` as a coroutine: ``await parallel_nb.arun(...)`` in a notebook cell.
 
     It runs on the caller's event loop (the kernel's, in Jupyter), so several runs can be
-    awaited together with ``asyncio.gather``.
+    awaited together with ``asyncio.gather``. The run store and its cache apply as for
+    :func:`run`.
     """
-    from .config import get_async_client
+    from .config import get_async_client, get_client, get_settings
+    from .runs.background import follow_in_background
     from .runs.runner import aexecute
+    from .runs.tracking import aactive_run, plan
     from .view.panel import auto_view
 
     request = _request(input, processor, output, options)
-    view = auto_view(request.processor, widget=widget)
+    planned = plan(_store(), request, endpoint=get_settings().endpoint, refresh=refresh)
+    if planned.cached is not None:
+        return planned.cached
     async with get_async_client() as client:
-        return await aexecute(client, request, view=view, timeout=timeout)
+        run = await aactive_run(client, planned)
+        if run is None:
+            view = auto_view(request.processor, widget=widget)
+            return await aexecute(
+                client, request, view=view, timeout=timeout, recorder=planned.recorder
+            )
+    # The identical run is still going: a worker thread follows it while this awaits.
+    return await follow_in_background(
+        get_client(),
+        run,
+        request=request,
+        view=auto_view(request.processor, widget=widget),
+        timeout=timeout,
+        recorder=planned.recorder,
+    )
 
 
 def fetch(run_id: str, *, timeout: float | None = None, widget: bool = True) -> TaskResult:
     """The result of an earlier run by id; a run still going is followed live until it ends."""
     from .config import get_client
     from .runs.runner import fetch as fetch_run
+    from .runs.tracking import StoreRecorder
     from .view.panel import auto_view
 
     view = auto_view("", widget=widget)
-    return fetch_run(get_client(), run_id, view=view, timeout=timeout)
+    recorder = StoreRecorder(_store())
+    return fetch_run(get_client(), run_id, view=view, timeout=timeout, recorder=recorder)
+
+
+def _store() -> RunStore:
+    """The magics' run store when the extension is loaded (so ``%config ParallelMagics`` applies
+    to these functions too), else the default one."""
+    from .config import get_store
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    magics = shell.magics_manager.registry.get("ParallelMagics") if shell is not None else None
+    return magics.store() if magics is not None else get_store()
 
 
 def _request(

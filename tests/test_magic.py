@@ -46,7 +46,15 @@ def to_emulator(
     point_at(monkeypatch, emulator)
     yield
     magics = ip.magics_manager.registry["ParallelMagics"]
-    for name in ("processor", "timeout", "refresh_hz", "widget", "max_messages"):
+    for name in (
+        "processor",
+        "timeout",
+        "refresh_hz",
+        "widget",
+        "max_messages",
+        "store_path",
+        "keep_input",
+    ):
         magics.set_trait(name, magics.trait_defaults(name))
 
 
@@ -426,7 +434,8 @@ def test_a_kernel_run_leaves_static_outputs_in_the_saved_notebook(
     notebook.cells = [
         nbformat.v4.new_code_cell("%load_ext parallel_nb"),
         nbformat.v4.new_code_cell(f"%%parallel lite\n{GDP}"),
-        nbformat.v4.new_code_cell(f"%%parallel lite --no-widget\n{GDP}"),
+        # --refresh: the same request again would be answered from the cache, without a panel.
+        nbformat.v4.new_code_cell(f"%%parallel lite --no-widget --refresh\n{GDP}"),
     ]
     NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
 

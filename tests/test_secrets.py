@@ -4,8 +4,9 @@ A notebook that exercises every user-visible surface (a completed run, a failed 
 the configuration, reprs, the Python API, and errors from a wrong base URL, including a verbose
 traceback) is executed by nbclient against an emulator that accepts only a sentinel key. The
 executed notebook is saved with its widget state, and neither it, nor anything the kernel wrote to
-stdout/stderr (with httpx, httpcore and parallel_nb logging at DEBUG), nor the logs of this
-process (where the emulator runs) may contain the sentinel.
+stdout/stderr (with httpx, httpcore and parallel_nb logging at DEBUG), nor the run store the
+kernel recorded its runs in, nor the logs of this process (where the emulator runs) may contain
+the sentinel.
 """
 
 from __future__ import annotations
@@ -43,13 +44,18 @@ CELLS: list[tuple[str, bool]] = [
     ("print(repr(answer)); print(answer.to_dict())", False),
     ("answer.output_df", False),
     ("answer.basis_df", False),
-    (f"%%parallel lite --no-widget\n{QUESTION}\n---\ngdp: GDP in current US dollars", False),
+    # --refresh / refresh=True: the same request again would be answered from the run store.
+    (
+        f"%%parallel lite --no-widget --refresh\n{QUESTION}\n---\ngdp: GDP in current US dollars",
+        False,
+    ),
     (f"%%parallel core --dry-run\n{QUESTION}", False),
     ("%parallel config", False),
     ("%config ParallelMagics", False),
     (
         "import parallel_nb\n"
-        f"parallel_nb.run({QUESTION!r}, processor='lite', output='gdp: GDP in current US dollars')",
+        f"parallel_nb.run({QUESTION!r}, processor='lite', output='gdp: GDP in current US dollars',"
+        " refresh=True)",
         False,
     ),
     (
@@ -99,6 +105,7 @@ def sentinel_emulator() -> Iterator[EmulatorHandle]:
 def test_api_key_never_saved_or_logged(
     sentinel_emulator: EmulatorHandle,
     tmp_path: Path,
+    data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -130,9 +137,12 @@ def test_api_key_never_saved_or_logged(
     assert "httpx: HTTP Request: POST" in kernel_log.read_text(errors="replace")
 
     secret_part = SENTINEL.removeprefix("sk-sentinel-")
+    store_files = sorted(data_dir.glob("runs.sqlite3*"))  # the database and its WAL journal
+    assert store_files, "the kernel recorded no runs"
     for where, text in {
         "saved notebook": saved.read_text(),
         "kernel stdout/stderr": kernel_log.read_text(errors="replace"),
         "test process logs": caplog.text,
+        "run store": b"".join(f.read_bytes() for f in store_files).decode(errors="replace"),
     }.items():
         assert secret_part not in text, f"the API key leaked into the {where}"

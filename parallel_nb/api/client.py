@@ -188,8 +188,9 @@ class _Api:
             failure = connection_failed(self.base_url, outcome)
             cause = outcome
         if creates is not None and is_ambiguous_create(outcome):
-            ambiguous = ambiguous_create(creates.subject, creates.check, self.base_url, failure)
-            raise ambiguous from (cause or failure)
+            what = cause or failure
+            ambiguous = ambiguous_create(creates.subject, creates.check, self.base_url, what)
+            raise ambiguous from what
         raise failure from cause
 
     def parse(self, response: httpx.Response, build: Callable[[Mapping[str, Any]], M]) -> M:

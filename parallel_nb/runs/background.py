@@ -142,6 +142,11 @@ class RunHandle:
         return self._run_id
 
     @property
+    def view(self) -> RunView | None:
+        """The live view (``handle.view.widget`` is the panel's widget, to embed elsewhere)."""
+        return self._view
+
+    @property
     def status(self) -> str:
         """The run's status as last seen: queued, running, completed, failed, cancelled;
         ``interrupted`` when ``--timeout`` stopped the watching, ``error`` if following broke."""
@@ -180,7 +185,10 @@ class RunHandle:
 
     def __await__(self) -> Generator[Any, None, TaskResult]:
         self._draw_on_running_loop()
-        return asyncio.wrap_future(self._future).__await__()
+        try:
+            return (yield from asyncio.wrap_future(self._future).__await__())
+        finally:
+            self._pump_here()  # the end is drawn before the awaiting code goes on
 
     def __repr__(self) -> str:
         return f"RunHandle(run_id={self.run_id!r}, status={self.status!r})"

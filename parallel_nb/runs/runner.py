@@ -7,8 +7,10 @@ fast events arrive. Widgets are never touched from the worker, because ipykernel
 and output messages by thread and updates from other threads get lost. :func:`aexecute` does
 the same as a coroutine on the caller's event loop (no thread, no nested loop).
 
-The service's word is final: a stream that closes early is reopened until it carries the run's
-final state, and a stream that breaks gives way to ``/result``. The Task API cannot cancel a
+The service's word is final: a stream that closes early or breaks is reopened (backing off while
+it makes no progress; replays are folded without repeats) until it carries the run's final
+state; when events are unavailable, the run is polled until it ends and its answer is asked of
+``/result``. Nothing is ever guessed locally. The Task API cannot cancel a
 run, so a timeout or Ctrl-C only stops watching; the run goes on and ``%parallel attach
 RUN_ID`` follows it again. A :class:`RunRecorder` hears of each run the moment it exists and
 again when it ends, which is how the run store never loses one.
@@ -28,8 +30,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from ..api.errors import RequestTimeoutError, RunFailed
+from ..api.errors import ParallelError, RequestTimeoutError, RunFailed, StreamInterrupted
 from ..api.models import Event, StateEvent, TaskOutput, TaskRequest, TaskRun
+from ..api.retry import NO_RETRIES, RetryPolicy, start_backoff
 from ..result import TaskResult
 from .state import RunState, created, errored, fold, interrupted
 
@@ -57,9 +60,6 @@ OUTPUT_GRACE = 2.0
 """Seconds to wait for a completed run's output on the stream before asking ``/result``: a
 stream may send the output with a second final state event, a moment after the status."""
 
-# Pause before reopening a stream that closed without sending anything, so that a server that
-# closes streams at once is not asked again in a tight loop.
-_REOPEN_PAUSE = 1.0
 # The longest the calling thread blocks in one wait: on Windows a blocked wait does not see
 # Ctrl-C until it returns.
 _MAX_WAIT = 0.25
@@ -261,7 +261,73 @@ class _StreamEnded:
     error: Exception | None = None
 
 
-_Item = Event | _StreamEnded
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """A word from the reader for the view (live updates gave way to polling, and why)."""
+
+    text: str
+
+
+_Item = Event | _Note | _StreamEnded
+
+
+class _Reconnects:
+    """When to open a run's event stream again, and when to give up on events and poll.
+
+    Run streams replay from the start, so a connection that carried more events than any before
+    it made progress: the backoff starts afresh. Connections that break, or close with nothing
+    new, back off per the client's retry policy until it is used up.
+    """
+
+    def __init__(self, policy: RetryPolicy | None) -> None:
+        self.policy = policy or NO_RETRIES
+        self._backoff = start_backoff(policy)
+        self._most = 0
+
+    def after(self, seen: _Connection) -> float | None:
+        """Seconds to wait before reopening a stream after the connection ``seen``; None when
+        events should be given up for polling."""
+        if seen.count > self._most:
+            self._most = seen.count
+            self._backoff.reset()
+            if not seen.broke:
+                return 0.0  # the server ended a stream that carried news (its time limit)
+        return self._backoff.next_delay()
+
+
+class _Connection:
+    """What one connection to a run's event stream carried."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.final = False  # a final state arrived
+        self.answered = False  # ... with all it ends with (a completed run's output)
+        self.broke = False
+
+    def saw(self, event: Event) -> None:
+        self.count += 1
+        if isinstance(event, StateEvent) and event.run.is_terminal:
+            self.final = True
+            self.answered = self.answered or (
+                event.run.status != "completed" or event.output is not None
+            )
+
+    @property
+    def settled(self) -> bool:
+        """Whether reading can stop: the run's end arrived with its answer, or the stream
+        ended normally after the final state (the answer then comes from ``/result``). A
+        stream cut after a final state without the output is reopened: its replay carries the
+        trace and the output."""
+        return self.answered or (self.final and not self.broke)
+
+
+def _polling_note(reason: str) -> str:
+    return f"live updates unavailable ({reason}); checking the run every few seconds"
+
+
+# Why the reader polls: streams kept breaking, or kept closing cleanly with nothing new.
+_BROKE = "the event stream kept breaking"
+_NO_NEWS = "the event stream kept closing without news"
 
 
 class _Step(enum.Enum):
@@ -357,6 +423,9 @@ class _Watch:
         self.draw(now)
 
     def take(self, item: _Item, now: float) -> None:
+        if isinstance(item, _Note):
+            self._change(dataclasses.replace(self.state, note=item.text))
+            return
         if isinstance(item, _StreamEnded):
             self._ended = True
             if item.error is not None:
@@ -471,12 +540,15 @@ def _fetch_later(run_id: str) -> str:
 
 class _EventReader:
     """The worker thread: puts the run's events on ``events``, reopening the stream until it has
-    carried the run's final state, then puts a :class:`_StreamEnded`."""
+    carried the run's final state (or polling the run when events are unavailable), then puts
+    a :class:`_StreamEnded`."""
 
     def __init__(self, client: Client, run_id: str) -> None:
         self.events: queue.Queue[_Item] = queue.Queue()
         self._client = client
         self._run_id = run_id
+        # A test double or wrapper without a retry policy reconnects only after progress.
+        self._reconnects = _Reconnects(getattr(client, "retry", None))
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._stream: EventStream | None = None
@@ -506,20 +578,49 @@ class _EventReader:
     def _read(self) -> None:
         error: Exception | None = None
         try:
-            while (stream := self._open()) is not None:
-                count, final = 0, False
-                for event in stream:
-                    self.events.put(event)
-                    count += 1
-                    final = final or _is_final(event)
-                if final:
-                    break
-                if count == 0:
-                    self._stopped.wait(_REOPEN_PAUSE)
+            unavailable = self._read_streams()
+            if unavailable is not None:
+                self.events.put(_Note(_polling_note(unavailable)))
+                self._poll()
         except Exception as exc:  # whatever it is, the calling thread must hear of it, not hang
             error = exc
         finally:
             self.events.put(_StreamEnded(error))
+
+    def _read_streams(self) -> str | None:
+        """Read streams until one carries the final state (or stop()); else why events are
+        unavailable."""
+        while (stream := self._open()) is not None:
+            seen = _Connection()
+            try:
+                for event in stream:
+                    self.events.put(event)
+                    seen.saw(event)
+            except StreamInterrupted:
+                seen.broke = True
+            except ParallelError as exc:  # could not connect, even after retrying
+                return None if seen.final else str(exc)
+            if seen.settled:
+                return None
+            delay = self._reconnects.after(seen)
+            if delay is None:
+                return _BROKE if seen.broke else _NO_NEWS
+            if self._stopped.wait(delay):
+                return None
+        return None
+
+    def _poll(self) -> None:
+        """Put the run's state each time it changes, until it ends (or stop())."""
+        last, unchanged = None, 0
+        while not self._stopped.is_set():
+            run = self._client.retrieve_run(self._run_id)
+            if run.status != last:
+                self.events.put(StateEvent(run=run))
+                last, unchanged = run.status, 0
+            else:
+                unchanged += 1
+            if run.is_terminal or self._stopped.wait(self._reconnects.policy.poll_delay(unchanged)):
+                return
 
 
 def _follow(client: Client, watch: _Watch, run_id: str) -> TaskResult:
@@ -558,21 +659,55 @@ async def _aread(client: AsyncClient, run_id: str, events: asyncio.Queue[_Item])
     """:class:`_EventReader` as a task; cancelling the task ends it."""
     error: Exception | None = None
     try:
-        while True:
-            count, final = 0, False
-            async with client.events(run_id) as stream:
-                async for event in stream:
-                    events.put_nowait(event)
-                    count += 1
-                    final = final or _is_final(event)
-            if final:
-                break
-            if count == 0:
-                await asyncio.sleep(_REOPEN_PAUSE)
+        reconnects = _Reconnects(client.retry)
+        unavailable = await _aread_streams(client, run_id, events, reconnects)
+        if unavailable is not None:
+            events.put_nowait(_Note(_polling_note(unavailable)))
+            await _apoll(client, run_id, events, reconnects.policy)
     except Exception as exc:  # whatever it is, the waiting coroutine must hear of it, not hang
         error = exc
     finally:
         events.put_nowait(_StreamEnded(error))
+
+
+async def _aread_streams(
+    client: AsyncClient, run_id: str, events: asyncio.Queue[_Item], reconnects: _Reconnects
+) -> str | None:
+    """:meth:`_EventReader._read_streams` as a coroutine."""
+    while True:
+        seen = _Connection()
+        try:
+            async with client.events(run_id) as stream:
+                async for event in stream:
+                    events.put_nowait(event)
+                    seen.saw(event)
+        except StreamInterrupted:
+            seen.broke = True
+        except ParallelError as exc:  # could not connect, even after retrying
+            return None if seen.final else str(exc)
+        if seen.settled:
+            return None
+        delay = reconnects.after(seen)
+        if delay is None:
+            return _BROKE if seen.broke else _NO_NEWS
+        await asyncio.sleep(delay)
+
+
+async def _apoll(
+    client: AsyncClient, run_id: str, events: asyncio.Queue[_Item], policy: RetryPolicy
+) -> None:
+    """:meth:`_EventReader._poll` as a coroutine."""
+    last, unchanged = None, 0
+    while True:
+        run = await client.retrieve_run(run_id)
+        if run.status != last:
+            events.put_nowait(StateEvent(run=run))
+            last, unchanged = run.status, 0
+        else:
+            unchanged += 1
+        if run.is_terminal:
+            return
+        await asyncio.sleep(policy.poll_delay(unchanged))
 
 
 async def _next_item(events: asyncio.Queue[_Item], timeout: float) -> _Item | None:

@@ -81,9 +81,10 @@ def sentinel_emulator() -> Iterator[EmulatorHandle]:
 
 
 def stub_client(handler: Callable[[httpx.Request], httpx.Response], key: str = KEY) -> Client:
-    """A client whose requests are answered by ``handler`` instead of a server."""
+    """A client whose requests are answered by ``handler`` instead of a server; it never
+    retries (tests/api/test_retry.py covers retries)."""
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    return Client(key, "http://127.0.0.1:9", http_client=http)
+    return Client(key, "http://127.0.0.1:9", http_client=http, retry=None)
 
 
 def sse(*frames: str) -> httpx.Response:
@@ -422,7 +423,7 @@ def test_the_key_never_reaches_the_logs(
 
 def test_unreachable_server_is_connection_failed_naming_the_url() -> None:
     base_url = refused_url()
-    with Client(SENTINEL, base_url) as client:
+    with Client(SENTINEL, base_url, retry=None) as client:
         with pytest.raises(ConnectionFailed) as caught:
             client.retrieve_run("trun_1")
         with pytest.raises(ConnectionFailed):
