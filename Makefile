@@ -23,9 +23,9 @@ demo: $(STAMP)
 
 # The same notebook executed headless; the executed copy lands in artifacts/.
 demo-headless: $(STAMP)
-	mkdir -p artifacts
-	$(DEMO_ENV) $(BIN)/jupyter nbconvert --to notebook --execute notebooks/quickstart.ipynb \
-		--output-dir artifacts --output quickstart.executed.ipynb
+	mkdir -p artifacts/data
+	$(DEMO_ENV) PARALLEL_NB_DATA_DIR=artifacts/data $(BIN)/jupyter nbconvert --to notebook \
+		--execute notebooks/quickstart.ipynb --output-dir artifacts --output quickstart.executed.ipynb
 	@echo "executed: artifacts/quickstart.executed.ipynb"
 
 # The Task API emulator alone, for the official SDK or curl (http://127.0.0.1:8787).
@@ -47,10 +47,12 @@ test: lint
 	$(MAKE) --no-print-directory test-notebooks
 
 # Every notebook cell must run; cells tagged nbval-check-output must reproduce their stored
-# (sanitised) outputs. Demo mode, emulator at full speed.
+# (sanitised) outputs. Demo mode, emulator at full speed, a fresh run store (no cache hits).
 test-notebooks: $(STAMP)
-	$(DEMO_ENV) PARALLEL_NB_TIME_SCALE=0 $(BIN)/pytest -p no:cacheprovider --nbval-lax \
-		--nbval-current-env --nbval-sanitize-with tests/notebooks/nbval_sanitize.cfg notebooks/
+	data=$$(mktemp -d) && trap 'rm -rf "$$data"' EXIT && \
+	$(DEMO_ENV) PARALLEL_NB_TIME_SCALE=0 PARALLEL_NB_DATA_DIR="$$data" $(BIN)/pytest \
+		-p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/notebooks/nbval_sanitize.cfg notebooks/
 
 # Re-execute notebooks/ in place after changing output formats (then review the diff).
 notebooks: $(STAMP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -31,6 +32,8 @@ def demo_env() -> dict[str, str]:
         if name not in {"PARALLEL_API_KEY", "PARALLEL_BASE_URL", "PARALLEL_NB_DEMO"}
     }
     env["PARALLEL_NB_TIME_SCALE"] = "0"
+    # A fresh run store, so the saved outputs show real runs, never cache hits.
+    env["PARALLEL_NB_DATA_DIR"] = tempfile.mkdtemp(prefix="parallel-nb-refresh-")
     return env
 
 

@@ -180,7 +180,7 @@ def test_a_cell_re_executed_while_its_run_is_going_follows_that_run(
         assert slow.stats()["runs_created"] == 1
         assert again.run_id == run_id and again.status == "completed" and not again.cached
         out = capsys.readouterr().out
-        assert f"run {run_id} for this same request is still going" in out
+        assert f"run {run_id} for this same request was started" in out
         assert "--refresh starts a new run" in out
     stored = store(ip).get(run_id)
     assert stored.status == "completed" and stored.result is not None

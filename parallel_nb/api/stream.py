@@ -200,7 +200,10 @@ class EventStream:
                         "GET",
                         url,
                         params=dict(target.params),
-                        headers=dict(target.headers),
+                        # Never back to the pool: httpx hands a connection back the moment its
+                        # body ends, and a close() then would cut another request's connection
+                        # (_abort shuts the socket down).
+                        headers={**target.headers, "connection": "close"},
                     )
                 )
             except httpx.TransportError as exc:

@@ -105,31 +105,39 @@ def create(client: Client, request: TaskRequest, *, recorder: RunRecorder | None
     """Create a run for ``request``; ``recorder`` hears of it before this returns.
 
     The request is sent from a helper thread, so Ctrl-C stops only the wait: if the service
-    creates the run anyway, it is still recorded. On Ctrl-C this says so and re-raises.
+    creates the run anyway, it is still recorded when the answer arrives. On Ctrl-C this says
+    so and re-raises.
     """
     answer: futures.Future[TaskRun] = futures.Future()
 
     def send() -> None:
         try:
-            run = client.create_run(request)
+            answer.set_result(client.create_run(request))
         except BaseException as exc:  # handed to the waiting thread, which raises it
             answer.set_exception(exc)
-            return
-        try:
-            if recorder is not None:
-                recorder.started(run)
-        finally:
-            answer.set_result(run)
 
     threading.Thread(target=send, name="parallel-nb create", daemon=True).start()
     try:
         # Short waits: a blocked wait does not see Ctrl-C on Windows until it returns.
         while not futures.wait([answer], timeout=_MAX_WAIT).done:
             pass
+        run = answer.result()
+        # Recorded here, not on the helper thread, so that the store is written from the
+        # caller's thread (one connection), except when the caller has given up waiting.
+        if recorder is not None:
+            recorder.started(run)
     except KeyboardInterrupt:
+        if recorder is not None:
+            answer.add_done_callback(lambda done: _record_answer(done, recorder))
         print(_interrupted_while_creating(recorder is not None), file=sys.stderr)
         raise
-    return answer.result()
+    return run
+
+
+def _record_answer(answer: futures.Future[TaskRun], recorder: RunRecorder) -> None:
+    """Record the run of a create nobody waits for any more, if the service created one."""
+    if answer.exception() is None:
+        recorder.started(answer.result())
 
 
 def execute(

@@ -226,9 +226,11 @@ class RunStore:
             )
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.keep_input = keep_input
-        self._local = threading.local()
+        # One connection per process, shared by threads behind a lock: every statement is
+        # short, and a connection per thread would outlive its thread (background runs).
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._shared: sqlite3.Connection | None = None
+        self._pid: int | None = None
         self._ready = False
 
     def __repr__(self) -> str:
@@ -279,17 +281,20 @@ class RunStore:
         """Forget every stored result, so the next identical cell creates a new run. The runs
         stay in the history. Returns how many results were forgotten."""
         return self._write(
-            "UPDATE runs SET result_json = NULL, updated_at = :now WHERE result_json IS NOT NULL"
+            "UPDATE runs SET result_json = NULL, key = NULL, updated_at = :now "
+            "WHERE status = 'completed' AND key IS NOT NULL"
         )
 
     # -- reading ---------------------------------------------------------------------------
 
     def find(self, key: str) -> StoredRun | None:
-        """The newest run for ``key`` that completed with a stored result or is still active;
-        failed and cancelled runs are ignored, so re-running a failed cell creates a new run."""
+        """The newest run for ``key`` that completed or is still active. A completed run whose
+        result was never stored (interrupted before it arrived) is returned too: its result is
+        fetched, not paid for again. Failed and cancelled runs are ignored, so re-running a
+        failed cell creates a new run."""
         rows = self._read(
             f"SELECT {_COLUMNS} FROM runs WHERE key = ? AND kind = 'run' AND "
-            "((status = 'completed' AND result_json IS NOT NULL) OR is_active = 1) "
+            "(status = 'completed' OR is_active = 1) "
             f"{_NEWEST_FIRST} LIMIT 1",
             (key,),
         )
@@ -307,12 +312,11 @@ class RunStore:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection this store opened; the next call opens new ones."""
+        """Close the store's connection; the next call opens a new one."""
         with self._lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
+            connection, self._shared = self._shared, None
             self._ready = False
-        for connection in connections:
+        if connection is not None:
             connection.close()
 
     def __enter__(self) -> RunStore:
@@ -344,22 +348,19 @@ class RunStore:
     def _write(self, sql: str, **params: Any) -> int:
         """Run one write statement (its own transaction) and return the rows it changed."""
         params["now"] = time.time()
-        return self._connection().execute(sql, params).rowcount
+        with self._lock:
+            return self._connection().execute(sql, params).rowcount
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
-        return self._connection().execute(sql, args).fetchall()
+        with self._lock:
+            return self._connection().execute(sql, args).fetchall()
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened (and the file created) on first use. A forked
-        child opens its own: SQLite connections must not cross a fork."""
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
-            return connection
-        connection = self._open()
-        self._local.connection, self._local.pid = connection, os.getpid()
-        with self._lock:
-            self._connections.append(connection)
-        return connection
+        """The connection (call with the lock held), opened and the file created on first use.
+        A forked child opens its own: SQLite connections must not cross a fork."""
+        if self._shared is None or self._pid != os.getpid():
+            self._shared, self._pid = self._open(), os.getpid()
+        return self._shared
 
     def _open(self) -> sqlite3.Connection:
         self._create_file()

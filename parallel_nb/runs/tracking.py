@@ -152,10 +152,14 @@ def plan(
     answer = found.task_run_result()
     if answer is None:
         age = age_text(time.time() - found.created_at)
+        seen = (
+            "completed, its result not yet fetched"
+            if found.status == "completed"
+            else ("had not ended when last seen")
+        )
         print(
-            f"parallel-nb: run {found.run_id} for this same request is still going (started "
-            f"{age} ago); following it instead of paying for another ({refresh_hint} starts a "
-            "new run)"
+            f"parallel-nb: run {found.run_id} for this same request was started {age} ago and "
+            f"{seen}; following it instead of paying for another ({refresh_hint} starts a new run)"
         )
         return Plan(recorder, previous=found)
     recorder.cache_hit(answer.run)

@@ -105,6 +105,8 @@ def _lab_env(home: Path) -> dict[str, str]:
         "JUPYTERLAB_SETTINGS_DIR": home / "settings",
         "JUPYTERLAB_WORKSPACES_DIR": home / "workspaces",
         "IPYTHONDIR": home / "ipython",
+        # A fresh run store: a stored answer would make the panel's live phase a cache hit.
+        "PARALLEL_NB_DATA_DIR": home / "data",
     }
     for name, path in dirs.items():
         path.mkdir(parents=True, exist_ok=True)

@@ -159,26 +159,29 @@ def test_fifty_runs_through_heavy_faults_all_complete_once(
     assert stats["runs_created"] == 50
     assert stats["requests"][CREATES]["202"] == 50
     assert "500" not in stats["requests"][CREATES]
-    # The faults really happened, at the rates asked for.
+    # The faults really happened (bounds far below the expected ~20 drops and ~25 errors, so
+    # that the order in which ten threads meet the seeded faults cannot make this flaky).
     injected = stats["faults_injected"]
-    assert {"drop", "429", "503", "500", "502"} <= set(injected)
-    assert injected["drop"] >= 10
-    assert injected["429"] + injected["503"] >= 10
+    assert injected.get("drop", 0) >= 5
+    assert sum(n for kind, n in injected.items() if kind.isdigit()) >= 10
 
 
-async def test_ten_async_runs_at_once_through_heavy_faults(
+async def test_twenty_async_runs_at_once_through_heavy_faults(
     reference: Reference,
 ) -> None:
-    requests = [company_request(c, "core", ["ceo", "founded"]) for c in COMPANIES]
-    with faulty(seed=SEED + 1) as emulator:
+    requests = [
+        company_request(c, p, ["ceo", "founded"]) for c in COMPANIES for p in ("base", "core")
+    ]
+    faults = "drop=0.5,429@post=0.1,503@post=0.1,500@get=0.1,502@get=0.1,retry_after=0"
+    with faulty(faults, seed=SEED + 1) as emulator:
         async with AsyncClient(KEY, emulator.base_url, retry=FAST) as client:
             results = await asyncio.gather(*(aexecute(client, r) for r in requests))
         stats = emulator.stats()
     for request, result in zip(requests, results, strict=True):
         assert result.request == request
         same_answer(result, reference)
-    assert stats["runs_created"] == 10
-    assert stats["faults_injected"]["drop"] >= 1
+    assert stats["runs_created"] == 20
+    assert stats["faults_injected"].get("drop", 0) >= 1
 
 
 def test_dropped_streams_are_reopened_and_the_panel_repeats_nothing(

@@ -97,7 +97,7 @@ def test_a_new_kernel_follows_the_run_of_a_killed_one(
     (run_id, status, output), printed = finish(kernel(emulator, data_dir, "cell", GDP))
 
     assert run_id == submitted.run_id and status == "completed" and output
-    assert f"run {run_id} for this same request is still going" in printed
+    assert f"run {run_id} for this same request was started" in printed
     assert emulator.stats()["runs_created"] == 1  # followed, not created again
     with RunStore(data_dir / "runs.sqlite3") as store:
         assert store.get(run_id).result is not None

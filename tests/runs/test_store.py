@@ -283,10 +283,27 @@ def test_record_failed_marks_a_still_active_run_failed(store: RunStore) -> None:
     assert store.find(key) is None
 
 
-def test_find_ignores_a_completed_run_without_a_result(store: RunStore) -> None:
+def test_find_returns_a_completed_run_whose_result_was_not_stored(store: RunStore) -> None:
+    # Interrupted between the final status and the result: fetch it, never pay again.
     key = submit(store, "trun_1", TaskRequest("lite", GDP))
     store.record_status(TaskRun("trun_1", "completed", False, "lite"))
-    assert store.find(key) is None
+    found = store.find(key)
+    assert found is not None and found.run_id == "trun_1" and found.task_run_result() is None
+
+
+def test_threads_share_one_connection_so_none_is_left_behind(store: RunStore) -> None:
+    store.history()  # open the file first
+    fds = len(os.listdir("/proc/self/fd"))
+    request = TaskRequest("lite", GDP)
+    threads = [
+        threading.Thread(target=submit, args=(store, f"trun_{i:032x}", request)) for i in range(50)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(store.history(limit=100)) == 50
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2  # not one connection per finished thread
 
 
 def test_find_returns_the_newest_match_for_that_key_only(store: RunStore) -> None:
