@@ -282,9 +282,11 @@ _Item = Event | _Note | _StreamEnded
 class _Reconnects:
     """When to open a run's event stream again, and when to give up on events and poll.
 
-    Run streams replay from the start, so a connection that carried more events than any before
-    it made progress: the backoff starts afresh. Connections that break, or close with nothing
-    new, back off per the client's retry policy until it is used up.
+    A connection made progress if it carried more events than any before it (run streams
+    replay from the start) or stayed open a while (the service closes streams after 570 s, and
+    a quiet run may have nothing new by then): the backoff starts afresh. Connections that
+    break, or close with nothing new, back off per the client's retry policy until it is used
+    up.
     """
 
     def __init__(self, policy: RetryPolicy | None) -> None:
@@ -295,8 +297,8 @@ class _Reconnects:
     def after(self, seen: _Connection) -> float | None:
         """Seconds to wait before reopening a stream after the connection ``seen``; None when
         events should be given up for polling."""
-        if seen.count > self._most:
-            self._most = seen.count
+        if seen.count > self._most or seen.open_for() >= _LONG_CONNECTION:
+            self._most = max(self._most, seen.count)
             self._backoff.reset()
             if not seen.broke:
                 return 0.0  # the server ended a stream that carried news (its time limit)
@@ -308,17 +310,24 @@ class _Connection:
 
     def __init__(self) -> None:
         self.count = 0
+        self.first_event_at: float | None = None
         self.final = False  # a final state arrived
         self.answered = False  # ... with all it ends with (a completed run's output)
         self.broke = False
 
     def saw(self, event: Event) -> None:
         self.count += 1
+        if self.first_event_at is None:
+            self.first_event_at = time.monotonic()
         if isinstance(event, StateEvent) and event.run.is_terminal:
             self.final = True
             self.answered = self.answered or (
                 event.run.status != "completed" or event.output is not None
             )
+
+    def open_for(self) -> float:
+        """Seconds from the first event until now (0 if none came)."""
+        return 0.0 if self.first_event_at is None else time.monotonic() - self.first_event_at
 
     @property
     def settled(self) -> bool:
@@ -333,6 +342,8 @@ def _polling_note(reason: str) -> str:
     return f"live updates unavailable ({reason}); checking the run every few seconds"
 
 
+# A connection that delivered events for this long was no failure, whatever it carried.
+_LONG_CONNECTION = 30.0
 # Why the reader polls: streams kept breaking, or kept closing cleanly with nothing new.
 _BROKE = "the event stream kept breaking"
 _NO_NEWS = "the event stream kept closing without news"

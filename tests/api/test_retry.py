@@ -475,3 +475,11 @@ def test_a_stream_whose_connects_keep_failing_raises_the_last_error(clock: FakeC
     with pytest.raises(ServerError, match="502 Bad Gateway"):
         list(client_for(script, clock.policy(max_attempts=2)).events("trun_1"))
     assert len(script.requests) == 2
+
+
+def test_a_stream_never_returns_its_connection_to_the_pool(clock: FakeClock) -> None:
+    # close() shuts the socket down to wake a blocked read; were the connection pooled again
+    # when the body ends, that could cut another thread's request (a create, say).
+    script = Script(sse(b"".join(frames(STATE))))
+    list(client_for(script, clock.policy()).events("trun_1"))
+    assert script.requests[0].headers["connection"] == "close"

@@ -16,10 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
-from scripted_api import RecordingView
+from scripted_api import RecordingView, ScriptedClient
+from scripted_api import request as scripted_request
+from scripted_api import state as scripted_state
+from scripted_api import stats as scripted_stats
 
 from parallel_nb.api.client import AsyncClient, Client
-from parallel_nb.api.errors import AmbiguousCreateError, RateLimitError, RunFailed
+from parallel_nb.api.errors import (
+    AmbiguousCreateError,
+    RateLimitError,
+    RunFailed,
+    StreamInterrupted,
+)
 from parallel_nb.api.models import TaskRequest
 from parallel_nb.api.retry import RetryPolicy
 from parallel_nb.emulator import EmulatorHandle, start_emulator
@@ -370,3 +378,66 @@ def test_creates_refused_every_time_stop_with_the_rate_limit_error() -> None:
     assert stats["requests"][CREATES] == {"429": 3}
     assert stats["runs_created"] == 0
     assert clock.sleeps == [2.0, 2.0]
+
+
+# -- reconnect decisions, on scripted streams -----------------------------------------------
+
+
+class RetryingScriptedClient(ScriptedClient):
+    """ScriptedClient with a retry policy, as a real client has."""
+
+    retry = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.002)
+
+
+def test_a_stream_that_keeps_closing_without_news_gives_way_to_polling() -> None:
+    same_replay = [scripted_state("running"), scripted_stats(10.0)]
+    client = RetryingScriptedClient([same_replay] * 20)
+    view = RecordingView()
+    result = execute(client, scripted_request(), view=view)
+    assert result.status == "completed"
+    # The first connection is news; the next ones back off until the policy is used up.
+    assert len(client.streams) == 1 + RetryingScriptedClient.retry.max_attempts
+    assert client.result_calls == 1
+    assert any(s.note and "kept closing without news" in s.note for s in view.states)
+
+
+def test_streams_cut_after_progress_are_reopened_without_giving_up() -> None:
+    broken = StreamInterrupted("peer closed connection")
+    growing = [
+        [scripted_state("running"), *[scripted_stats(float(p)) for p in range(n)], broken]
+        for n in range(1, 9)
+    ]
+    client = RetryingScriptedClient([*growing, [scripted_state("completed", output=True)]])
+    view = RecordingView()
+    result = execute(client, scripted_request(), view=view)
+    assert result.status == "completed"
+    # Eight cuts in a row, more than the policy allows, yet each carried more than the last.
+    assert len(client.streams) == 9
+    assert client.result_calls == 0  # the output came on the stream: no polling, no /result
+    assert not any(s.note for s in view.states)
+
+
+def test_streams_cut_without_progress_give_way_to_polling() -> None:
+    broken = [scripted_state("running"), StreamInterrupted("peer closed connection")]
+    client = RetryingScriptedClient([broken] * 20)
+    view = RecordingView()
+    result = execute(client, scripted_request(), view=view)
+    assert result.status == "completed" and client.result_calls == 1
+    # The first connection made progress, then broke: from there the policy's tries are used.
+    assert len(client.streams) == RetryingScriptedClient.retry.max_attempts
+    assert any(s.note and "kept breaking" in s.note for s in view.states)
+
+
+def test_a_stream_cut_after_a_final_state_without_output_is_reopened() -> None:
+    # A run that ended before its stream opened: the first frame is already final, but the
+    # trace and the output come after it. A cut there is reopened rather than given up.
+    cut_early = [scripted_state("completed"), StreamInterrupted("peer closed connection")]
+    replay = [
+        scripted_state("completed"),
+        scripted_stats(100.0),
+        scripted_state("completed", output=True),
+    ]
+    client = RetryingScriptedClient([cut_early, replay])
+    result = execute(client, scripted_request(), view=RecordingView())
+    assert result.output == {"gdp": "$3.1 trillion"}
+    assert len(client.streams) == 2 and client.result_calls == 0
