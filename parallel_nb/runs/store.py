@@ -395,8 +395,21 @@ class RunStore:
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
-        """Switch to WAL and bring the schema to :data:`SCHEMA_VERSION` (in one transaction,
-        so two kernels opening a new file at once cannot both create it)."""
+        """Switch to WAL and bring the schema up to date, retrying while another process does
+        the same: SQLite answers "locked" to a concurrent journal-mode switch at once, without
+        waiting for the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                return self._migrate_once(connection)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _migrate_once(self, connection: sqlite3.Connection) -> None:
+        """One attempt, in one transaction, so two kernels opening a new file at once cannot
+        both create the schema."""
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("BEGIN IMMEDIATE")
         try:
