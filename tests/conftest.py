@@ -9,6 +9,9 @@
   the test.
 - ``data_dir`` (automatic): every test gets an empty directory as ``PARALLEL_NB_DATA_DIR``, so
   runs are recorded in a run store of its own, never in the user's.
+- ``ip``: an IPython shell with the extension loaded (one per test module).
+- ``on_emulator``: the magics' runs go to ``emulator``; their ``%config`` settings are back to
+  the defaults after the test.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from scripted_api import point_at
 
 from parallel_nb.emulator import EmulatorHandle, start_emulator
 
@@ -43,3 +48,24 @@ def client(emulator: EmulatorHandle) -> Iterator[httpx.Client]:
         base_url=emulator.base_url, headers={"x-api-key": TEST_KEY}, timeout=30.0
     ) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("parallel_nb")
+    yield shell
+    shell.extension_manager.unload_extension("parallel_nb")
+
+
+@pytest.fixture
+def on_emulator(
+    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle, ip: InteractiveShell
+) -> Iterator[InteractiveShell]:
+    point_at(monkeypatch, emulator)
+    yield ip
+    # %config writes to the shell's config as well, which a later module's magics would read.
+    ip.config.pop("ParallelMagics", None)
+    magics = ip.magics_manager.registry["ParallelMagics"]
+    for name in magics.trait_names(config=True):
+        magics.set_trait(name, magics.trait_defaults(name))

@@ -1,5 +1,5 @@
-"""Test doubles for following runs: a Client whose event streams follow a script, and a view
-that records what it was shown.
+"""Test doubles for following runs: a Client whose event streams follow a script, a view that
+records what it was shown, and ``point_at`` (send the magics' runs to a given emulator).
 
 ``ScriptedClient(streams)`` answers ``create_run`` with a queued run and serves one scripted
 stream per ``events()`` call. A script item is an event (sent), a float (a pause, cut short
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parallel_nb.api.models import (
     Event,
@@ -24,6 +24,11 @@ from parallel_nb.api.models import (
     TaskRunResult,
 )
 from parallel_nb.runs.state import RunState
+
+if TYPE_CHECKING:
+    import pytest
+
+    from parallel_nb.emulator import EmulatorHandle
 
 RUN_ID = "trun_" + "ab" * 16
 OUTPUT = {"type": "json", "content": {"gdp": "$3.1 trillion"}, "basis": []}
@@ -149,3 +154,9 @@ def request(
     processor: str = "core", text: Any = "What was the GDP of France in 2023?"
 ) -> TaskRequest:
     return TaskRequest(processor=processor, input=text)
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle) -> None:
+    monkeypatch.setenv("PARALLEL_API_KEY", emulator.api_key or "")
+    monkeypatch.setenv("PARALLEL_BASE_URL", emulator.base_url)
+    monkeypatch.delenv("PARALLEL_NB_DEMO", raising=False)

@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from scripted_api import point_at
 from traitlets import TraitError
 
 import parallel_nb
@@ -39,29 +40,7 @@ CACHED_NOTE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("parallel_nb")
-    yield shell
-    shell.extension_manager.unload_extension("parallel_nb")
-
-
-@pytest.fixture(autouse=True)
-def to_emulator(
-    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle, ip: InteractiveShell
-) -> Iterator[None]:
-    point_at(monkeypatch, emulator)
-    yield
-    magics = ip.magics_manager.registry["ParallelMagics"]
-    for name in ("store_path", "keep_input", "timeout"):
-        magics.set_trait(name, magics.trait_defaults(name))
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle) -> None:
-    monkeypatch.setenv("PARALLEL_API_KEY", emulator.api_key or "")
-    monkeypatch.setenv("PARALLEL_BASE_URL", emulator.base_url)
-    monkeypatch.delenv("PARALLEL_NB_DEMO", raising=False)
+pytestmark = pytest.mark.usefixtures("on_emulator")
 
 
 def cell(ip: InteractiveShell, line: str, body: str = GDP) -> object:

@@ -8,13 +8,13 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from scripted_api import point_at
 from traitlets import TraitError
 
 import parallel_nb
@@ -30,38 +30,7 @@ STRIPE = '{"company": "Stripe"}\n---\nfounded (integer): year founded\nceo: curr
 RUN_ID = re.compile(r"trun_[0-9a-f]{32}")
 
 
-@pytest.fixture(scope="module")
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("parallel_nb")
-    yield shell
-    shell.extension_manager.unload_extension("parallel_nb")
-
-
-@pytest.fixture(autouse=True)
-def to_emulator(
-    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle, ip: InteractiveShell
-) -> Iterator[None]:
-    """Runs go to the test emulator; the magics' settings are back to their defaults after."""
-    point_at(monkeypatch, emulator)
-    yield
-    magics = ip.magics_manager.registry["ParallelMagics"]
-    for name in (
-        "processor",
-        "timeout",
-        "refresh_hz",
-        "widget",
-        "max_messages",
-        "store_path",
-        "keep_input",
-    ):
-        magics.set_trait(name, magics.trait_defaults(name))
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle) -> None:
-    monkeypatch.setenv("PARALLEL_API_KEY", emulator.api_key or "")
-    monkeypatch.setenv("PARALLEL_BASE_URL", emulator.base_url)
-    monkeypatch.delenv("PARALLEL_NB_DEMO", raising=False)
+pytestmark = pytest.mark.usefixtures("on_emulator")
 
 
 def runs_created(emulator: EmulatorHandle) -> int:

@@ -192,14 +192,6 @@ def test_interrupt_while_fetching_an_ended_runs_result_by_id(
 # -- the same, through the magic against the emulator --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("parallel_nb")
-    yield shell
-    shell.extension_manager.unload_extension("parallel_nb")
-
-
 @pytest.fixture
 def slow(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorHandle]:
     with start_emulator(time_scale=0.03, api_key="slow-key") as emulator:
