@@ -1,0 +1,383 @@
+"""Enrich a DataFrame through one task group: plan one input per row, run the unique inputs,
+and join each run's answer, confidence and citations back onto its rows.
+
+Pure engine: no IPython, no widgets. :func:`plan_batch` renders the rows (sending nothing),
+:func:`run_batch` creates the group, adds the runs in chunks, follows the group's events until
+it is idle and streams the results back; :meth:`BatchResult.frame` is the enriched DataFrame.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..api.errors import StreamInterrupted
+from ..api.models import Event, GroupStatusEvent, StateEvent, TaskOutput, TaskRequest
+from ..api.validation import validate_run_input
+from ..spec import SpecError, input_from_value, output_to_task_spec
+from ..spec.grammar import Section, parse_input
+from ..spec.interpolate import interpolate
+from ..spec.schema import describe
+from ..view.frames import CONFIDENCE_LEVELS, basis_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..api.client import Client
+
+__all__ = [
+    "MAX_RUNS_PER_REQUEST",
+    "BatchPlan",
+    "BatchResult",
+    "Recorder",
+    "RunOutcome",
+    "plan_batch",
+    "run_batch",
+]
+
+MAX_RUNS_PER_REQUEST = 1000
+"""The most runs the API accepts in one add-runs request."""
+
+# A stream that drops this many times in a row without delivering anything is not coming back.
+_MAX_EMPTY_RECONNECTS = 5
+_RESULT_STATUSES = ("completed", "failed")
+ERROR_COLUMN = "_error"
+ROW_COLUMN = "row"
+
+Recorder = Callable[[str, str, TaskRequest], None]
+"""Called with ``(taskgroup_id, run_id, request)`` for each run as soon as it is created."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What a batch will send: the unique requests, and for each row (by position) the number
+    of the request that answers it. Identical rendered inputs share one request."""
+
+    requests: tuple[TaskRequest, ...]
+    row_requests: tuple[int, ...]
+    index: tuple[Hashable, ...]
+    default_task_spec: dict[str, Any] | None
+
+    @property
+    def processor(self) -> str:
+        return self.requests[0].processor
+
+    def rows_of(self) -> list[list[int]]:
+        """For each request, the positions of the rows it answers."""
+        rows: list[list[int]] = [[] for _ in self.requests]
+        for position, number in enumerate(self.row_requests):
+            rows[number].append(position)
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """One run's end: its output (without the raw payload, to keep batches small) or error."""
+
+    run_id: str
+    status: str
+    output: TaskOutput | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """The runs of one batch, one :class:`RunOutcome` per unique request (None: no result)."""
+
+    taskgroup_id: str
+    plan: BatchPlan
+    run_ids: list[str | None]
+    outcomes: list[RunOutcome | None] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """The number of unique requests that did not complete."""
+        return sum(1 for o in self.outcomes if o is None or o.output is None)
+
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """``df`` (index and order kept) with one column per output field, its
+        ``<field>_confidence`` and ``<field>_citations`` (list of URLs), and ``_error`` for
+        the rows whose run failed. An output field named like an input column is suffixed
+        ``_result`` rather than overwriting the input."""
+
+        if len(df) != len(self.plan.row_requests):
+            raise ValueError(
+                f"the DataFrame has {len(df)} rows but the batch was planned for "
+                f"{len(self.plan.row_requests)}; pass the DataFrame given to plan_batch"
+            )
+        outcomes = [self.outcomes[n] for n in self.plan.row_requests]
+        enriched = df.copy()
+        for name in self._field_names():
+            column = f"{name}_result" if name in df.columns else name
+            cells = [_field_cells(o, name) for o in outcomes]
+            values = _objects([c[0] for c in cells], df.index)
+            # A missing value keeps the column object (ints stay ints, the gap stays None)
+            # rather than turning every year into a float.
+            enriched[column] = values.infer_objects() if values.notna().all() else values
+            enriched[f"{column}_confidence"] = _objects([c[1] for c in cells], df.index)
+            enriched[f"{column}_citations"] = _objects([c[2] for c in cells], df.index)
+        enriched[ERROR_COLUMN] = _objects([_error_of(o) for o in outcomes], df.index)
+        return enriched
+
+    @property
+    def basis_df(self) -> pd.DataFrame:
+        """Every row's basis, one line per citation: ``row`` (the input's index label),
+        ``field, confidence, reasoning, url, title, excerpt``; confidence ordered low <
+        medium < high."""
+        import pandas as pd
+
+        lines = [
+            (label, *basis)
+            for label, number in zip(self.plan.index, self.plan.row_requests, strict=True)
+            for basis in _basis_of(self.outcomes[number])
+        ]
+        columns = [ROW_COLUMN, "field", "confidence", "reasoning", "url", "title", "excerpt"]
+        frame = pd.DataFrame(lines, columns=columns, dtype=object)
+        found = dict.fromkeys(c for c in frame["confidence"] if c)
+        levels = [*CONFIDENCE_LEVELS, *(c for c in found if c not in CONFIDENCE_LEVELS)]
+        frame["confidence"] = pd.Categorical(frame["confidence"], categories=levels, ordered=True)
+        return frame
+
+    def _field_names(self) -> list[str]:
+        """Top-level output fields: the schema's order first, then any others as they came."""
+        names = dict.fromkeys(_schema_fields(self.plan.default_task_spec))
+        for outcome in self.outcomes:
+            if outcome is not None and outcome.output is not None:
+                content = outcome.output.content
+                names.update(dict.fromkeys(content if isinstance(content, dict) else ["output"]))
+        return list(names)
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def plan_batch(
+    df: pd.DataFrame,
+    *,
+    input_template: str | None,
+    output: str | Mapping[str, Any] | None,
+    processor: str,
+) -> BatchPlan:
+    """One input per row of ``df``: ``input_template`` with ``{{column}}`` filled from the
+    row, or the row itself as a JSON object; rows with identical inputs share one request.
+    Raises SpecError (naming the row) for a template or input the API would reject."""
+    if len(df) == 0:
+        raise SpecError(None, "the DataFrame has no rows — there is nothing to enrich")
+    spec = output_to_task_spec(output, processor)
+    render = _template_renderer(input_template) if input_template is not None else input_from_value
+    numbers: dict[str, int] = {}
+    requests: list[TaskRequest] = []
+    row_requests: list[int] = []
+    for label, row in zip(df.index, _rows(df), strict=True):
+        value = _for_row(label, render, row)
+        key = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        if key not in numbers:
+            numbers[key] = len(requests)
+            requests.append(_checked(TaskRequest(processor=processor, input=value), label))
+        row_requests.append(numbers[key])
+    return BatchPlan(tuple(requests), tuple(row_requests), tuple(df.index), spec)
+
+
+def _rows(df: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    columns = [str(c) for c in df.columns]
+    for values in df.itertuples(index=False, name=None):
+        yield {name: _python(value) for name, value in zip(columns, values, strict=True)}
+
+
+def _python(value: Any) -> Any:
+    """A cell as plain Python: numpy scalars unwrapped, timestamps as ISO text, NaN/NA None."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return value
+
+
+def _template_renderer(template: str) -> Callable[[dict[str, Any]], str | dict[str, Any]]:
+    section = Section(template)
+    parsed = parse_input(section)
+    return lambda row: interpolate(parsed, row, section)
+
+
+def _for_row(
+    label: Hashable, render: Callable[[dict[str, Any]], str | dict[str, Any]], row: dict[str, Any]
+) -> str | dict[str, Any]:
+    try:
+        return render(row)
+    except SpecError as exc:
+        raise SpecError(None, f"row {label!r}: {exc.message}") from None
+
+
+def _checked(request: TaskRequest, label: Hashable) -> TaskRequest:
+    errors = validate_run_input(request.to_body()).errors
+    if errors:
+        raise SpecError(None, f"row {label!r}: {describe(errors[0])}")
+    return request
+
+
+def _schema_fields(spec: dict[str, Any] | None) -> list[str]:
+    schema = ((spec or {}).get("output_schema") or {}).get("json_schema") or {}
+    return [str(name) for name in schema.get("properties") or {}]
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def run_batch(
+    client: Client,
+    plan: BatchPlan,
+    *,
+    chunk_size: int = MAX_RUNS_PER_REQUEST,
+    on_event: Callable[[Event], None] | None = None,
+    recorder: Recorder | None = None,
+) -> BatchResult:
+    """Run ``plan`` as one task group and return every run's outcome.
+
+    Runs are added ``chunk_size`` at a time (at most 1,000) with the plan's default task
+    spec, each id passed to ``recorder`` as it comes back; progress is followed on the
+    group's event stream (every event goes to ``on_event``) until the group is idle, then
+    the results are streamed from the group's runs.
+    """
+    if not 1 <= chunk_size <= MAX_RUNS_PER_REQUEST:
+        raise ValueError(
+            f"chunk_size must be between 1 and {MAX_RUNS_PER_REQUEST} (the API's limit per "
+            f"request), not {chunk_size}"
+        )
+    group = client.create_group()
+    result = BatchResult(group.taskgroup_id, plan, [None] * len(plan.requests))
+    _add_runs(client, result, chunk_size, recorder)
+    _follow(client, group.taskgroup_id, on_event)
+    result.outcomes = _collect(client, result)
+    return result
+
+
+def _add_runs(
+    client: Client, result: BatchResult, chunk_size: int, recorder: Recorder | None
+) -> None:
+    requests = result.plan.requests
+    for start in range(0, len(requests), chunk_size):
+        chunk = requests[start : start + chunk_size]
+        added = client.add_runs(result.taskgroup_id, chunk, result.plan.default_task_spec)
+        if len(added.run_ids) != len(chunk):
+            raise RuntimeError(
+                f"task group {result.taskgroup_id} answered {len(added.run_ids)} run ids for "
+                f"{len(chunk)} inputs; check the group with retrieve_group before retrying"
+            )
+        for offset, run_id in enumerate(added.run_ids):
+            result.run_ids[start + offset] = run_id
+            if recorder is not None:
+                recorder(result.taskgroup_id, run_id, chunk[offset])
+
+
+def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None] | None) -> None:
+    """Read the group's events until it is idle, resuming after the last event on a drop."""
+    last_event_id: str | None = None
+    empty_drops = 0
+    while True:
+        idle = False
+        delivered = False
+        try:
+            with client.group_events(taskgroup_id, last_event_id) as stream:
+                for event in stream:
+                    delivered = True
+                    last_event_id = getattr(event, "event_id", None) or last_event_id
+                    if isinstance(event, GroupStatusEvent):
+                        idle = not event.status.is_active
+                    if on_event is not None:
+                        on_event(event)
+        except StreamInterrupted:
+            empty_drops = 0 if delivered else empty_drops + 1
+            if empty_drops >= _MAX_EMPTY_RECONNECTS:
+                raise
+            continue
+        # A stream also ends on a server-side timeout while runs are still going.
+        if idle or not client.retrieve_group(taskgroup_id).status.is_active:
+            return
+
+
+def _collect(client: Client, result: BatchResult) -> list[RunOutcome | None]:
+    numbers = {run_id: n for n, run_id in enumerate(result.run_ids) if run_id is not None}
+    outcomes: list[RunOutcome | None] = [None] * len(result.run_ids)
+    for status in _RESULT_STATUSES:
+        for event in _group_runs(client, result.taskgroup_id, status):
+            number = numbers.get(event.run.run_id)
+            if number is not None:
+                outcomes[number] = _outcome(event)
+    return outcomes
+
+
+def _group_runs(client: Client, taskgroup_id: str, status: str) -> Iterator[StateEvent]:
+    """The group's runs with ``status`` and their outputs, resumed after a drop."""
+    last_event_id: str | None = None
+    empty_drops = 0
+    while True:
+        delivered = False
+        try:
+            with client.group_runs(
+                taskgroup_id, status=status, include_output=True, last_event_id=last_event_id
+            ) as stream:
+                for event in stream:
+                    if isinstance(event, StateEvent):
+                        delivered = True
+                        last_event_id = event.event_id or last_event_id
+                        yield event
+            return
+        except StreamInterrupted:
+            empty_drops = 0 if delivered else empty_drops + 1
+            if empty_drops >= _MAX_EMPTY_RECONNECTS:
+                raise
+
+
+def _outcome(event: StateEvent) -> RunOutcome:
+    run, output = event.run, event.output
+    if run.status == "completed" and output is not None:
+        slim = TaskOutput(output.type, output.content, output.basis, output.output_schema)
+        return RunOutcome(run.run_id, run.status, output=slim)
+    message = run.error.message if run.error and run.error.message else f"run {run.status}"
+    return RunOutcome(run.run_id, run.status, error=message)
+
+
+# -- joining -------------------------------------------------------------------------------
+
+
+def _field_cells(outcome: RunOutcome | None, name: str) -> tuple[Any, str | None, Any]:
+    """A row's value, confidence and citation URLs for one top-level field."""
+    if outcome is None or outcome.output is None:
+        return None, None, None
+    content = outcome.output.content
+    value = content.get(name) if isinstance(content, dict) else content
+    confidence = None
+    urls: dict[str, None] = {}
+    for basis in outcome.output.basis:
+        if basis.field == name:
+            confidence = basis.confidence
+        if basis.field == name or basis.field.startswith(f"{name}."):
+            urls.update(dict.fromkeys(c.url for c in basis.citations if c.url))
+    return value, confidence, list(urls)
+
+
+def _objects(values: list[Any], index: pd.Index) -> pd.Series:
+    """A column that keeps None as None (a plain list would become NaN)."""
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=object)
+
+
+def _error_of(outcome: RunOutcome | None) -> str | None:
+    if outcome is None:
+        return "no result: the run did not complete or fail (was it cancelled?)"
+    return outcome.error
+
+
+def _basis_of(outcome: RunOutcome | None) -> Sequence[tuple[Any, ...]]:
+    if outcome is None or outcome.output is None:
+        return ()
+    return basis_rows(outcome.output)
