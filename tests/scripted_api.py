@@ -31,6 +31,19 @@ if TYPE_CHECKING:
     from parallel_nb.emulator import EmulatorHandle
 
 RUN_ID = "trun_" + "ab" * 16
+# The companies the built-in emulator fixtures know (emulator/fixtures/companies.json).
+COMPANIES = [
+    "Stripe",
+    "Databricks",
+    "Figma",
+    "Shopify",
+    "Airbnb",
+    "Canva",
+    "Snowflake",
+    "NVIDIA",
+    "OpenAI",
+    "Anthropic",
+]
 OUTPUT = {"type": "json", "content": {"gdp": "$3.1 trillion"}, "basis": []}
 
 

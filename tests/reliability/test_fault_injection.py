@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from scripted_api import RecordingView, ScriptedClient
+from scripted_api import COMPANIES, RecordingView, ScriptedClient
 from scripted_api import request as scripted_request
 from scripted_api import state as scripted_state
 from scripted_api import stats as scripted_stats
@@ -53,18 +53,6 @@ FAULTS = (
     "slow=0.05,slow_seconds=0.05,retry_after=0"
 )
 TIME_SCALE = 0.002  # a core run takes 0.12-0.6 s: long enough for streams to be cut mid-run
-COMPANIES = [
-    "Stripe",
-    "Databricks",
-    "Figma",
-    "Shopify",
-    "Airbnb",
-    "Canva",
-    "Snowflake",
-    "NVIDIA",
-    "OpenAI",
-    "Anthropic",
-]
 VARIANTS = [
     ("lite", ["ceo"]),
     ("base", ["founded", "headquarters"]),

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from scripted_api import COMPANIES
 
 from parallel_nb.api.client import Client
 from parallel_nb.api.models import Event, GroupStatusEvent, TaskRequest
@@ -14,18 +15,6 @@ from parallel_nb.emulator import EmulatorHandle, start_emulator
 from parallel_nb.runs.batch import plan_batch, run_batch
 from parallel_nb.spec import SpecError
 
-COMPANIES = [
-    "Stripe",
-    "Databricks",
-    "Figma",
-    "Shopify",
-    "Airbnb",
-    "Canva",
-    "Snowflake",
-    "NVIDIA",
-    "OpenAI",
-    "Anthropic",
-]
 OUTPUT = "founded (integer): the year the company was founded\nceo: the current CEO"
 ADD_RUNS = "POST /v1/tasks/groups/{group_id}/runs"
 
