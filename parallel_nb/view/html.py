@@ -22,6 +22,7 @@ from parallel_nb.view.frames import output_rows
 if TYPE_CHECKING:
     from parallel_nb.api.models import FieldBasis, TaskOutput
     from parallel_nb.result import TaskResult
+    from parallel_nb.runs.batch_state import BatchState
     from parallel_nb.runs.state import RunState
 
 __all__ = [
@@ -29,6 +30,11 @@ __all__ = [
     "MAX_TEXT",
     "MAX_URL_LENGTH",
     "MAX_VALUE",
+    "batch_failures_html",
+    "batch_header_html",
+    "batch_html",
+    "batch_preview_html",
+    "batch_rate_html",
     "escape",
     "footer_html",
     "header_html",
@@ -492,3 +498,76 @@ def result_text(result: TaskResult, *, max_rows: int = 20, max_chars: int = 60) 
 
 def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+# -- the live batch ------------------------------------------------------------------------
+
+
+def batch_header_html(state: BatchState) -> str:
+    """Title line: ended runs of all, then the group's count of runs by status."""
+    counts = " · ".join(f"{_badge(status)} {count}" for status, count in state.counts if count > 0)
+    done = f"{state.finished} of {state.runs} runs ended"
+    parts = ["<strong>Parallel batch</strong>", escape(done)]
+    return _div(" · ".join(p for p in (*parts, counts) if p))
+
+
+def batch_rate_html(state: BatchState) -> str:
+    """Throughput and the estimated time left, once a run has ended."""
+    rate, eta = state.throughput, state.eta
+    if rate is None:
+        return _div("waiting for the first run to end", _MUTED)
+    left = "" if eta is None or state.finished >= state.runs else f" · about {_clock(eta)} left"
+    return _div(escape(f"{rate:.2f} runs/s{left}"), _MUTED)
+
+
+def batch_failures_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:
+    """The newest failures: run id and error message, one per line."""
+    lines = [
+        _div(
+            f"<code>{snippet(run_id, MAX_LINK_TEXT)}</code> {snippet(message, max_chars)}",
+            f"color:{_ERROR_COLOR}",
+        )
+        for run_id, message in state.failures
+    ]
+    if not lines:
+        return ""
+    hidden = state.failed - len(lines)
+    more = _div(f"… and {hidden} more failed", _MUTED) if hidden > 0 else ""
+    return _div("".join(lines) + more, "margin:2px 0")
+
+
+def batch_preview_html(state: BatchState, *, max_chars: int = 80) -> str:
+    """The newest completed runs: run id and the first few output fields (no links)."""
+    if not state.preview:
+        return ""
+    cells = [
+        (
+            f"<code>{snippet(run_id, MAX_LINK_TEXT)}</code>",
+            " · ".join(
+                f'<span style="{_MUTED}">{snippet(name, 40)}</span> '
+                f"{snippet(_value_text(value), max_chars)}"
+                for name, value in fields
+            ),
+        )
+        for run_id, fields in state.preview
+    ]
+    return _table((("run", _NOWRAP), ("latest answers", "min-width:12em")), cells)
+
+
+def batch_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:
+    """The whole batch panel as one HTML fragment (the fallback and the closed panel)."""
+    width = f"{state.progress:.1f}"
+    bar = (
+        f'<div style="height:6px;border-radius:3px;overflow:hidden;margin:4px 0;'
+        f'background:var(--jp-layout-color3, rgba(128, 128, 128, 0.25))">'
+        f'<div style="width:{width}%;height:100%;background:{_STATUS_COLORS["running"]}"></div>'
+        f"</div>"
+    )
+    body = (
+        batch_header_html(state)
+        + bar
+        + batch_rate_html(state)
+        + batch_failures_html(state, max_chars=max_chars)
+        + batch_preview_html(state)
+    )
+    return f'<div class="parallel-nb-batch" style="{_CONTAINER}">{body}</div>'
