@@ -3,7 +3,9 @@ and join each run's answer, confidence and citations back onto its rows.
 
 Pure engine: no IPython, no widgets. :func:`plan_batch` renders the rows (sending nothing),
 :func:`run_batch` creates the group, adds the runs in chunks, follows the group's events until
-it is idle and streams the results back; :meth:`BatchResult.frame` is the enriched DataFrame.
+it is idle and streams the results back; :func:`resume_batch` finishes an interrupted batch
+from the run ids recorded so far (:func:`store_recorder` records them in the run store);
+:meth:`BatchResult.frame` is the enriched DataFrame.
 """
 
 from __future__ import annotations
@@ -27,15 +29,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..api.client import Client
+    from .store import RunStore
 
 __all__ = [
     "MAX_RUNS_PER_REQUEST",
     "BatchPlan",
+    "BatchRecorder",
     "BatchResult",
     "Recorder",
     "RunOutcome",
+    "StoreRecorder",
     "plan_batch",
+    "resume_batch",
     "run_batch",
+    "store_recorder",
 ]
 
 MAX_RUNS_PER_REQUEST = 1000
@@ -228,6 +235,63 @@ def _schema_fields(spec: dict[str, Any] | None) -> list[str]:
     return [str(name) for name in schema.get("properties") or {}]
 
 
+# -- recording -----------------------------------------------------------------------------
+
+
+class BatchRecorder:
+    """Told about a batch as it is created, so an interrupted batch can be resumed: the group
+    as soon as it exists, each run as soon as its add-runs request returns, and the end.
+    Each method does nothing here; a recorder overrides the ones it needs."""
+
+    def group(self, taskgroup_id: str, plan: BatchPlan) -> None:
+        """The group exists (told again on a resume); no run is added before this returns."""
+
+    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
+        """The plan's request ``number`` was created as ``run_id``."""
+
+    def finished(self, result: BatchResult) -> None:
+        """The group is idle and its results are collected."""
+
+
+@dataclass(slots=True)
+class _CallbackRecorder(BatchRecorder):
+    """A plain :data:`Recorder` callback, told about each run."""
+
+    callback: Recorder
+
+    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
+        self.callback(taskgroup_id, run_id, request)
+
+
+@dataclass(slots=True)
+class StoreRecorder(BatchRecorder):
+    """Records the batch in the run store: the group row and each run by request number."""
+
+    store: RunStore
+    endpoint: str
+
+    def group(self, taskgroup_id: str, plan: BatchPlan) -> None:
+        self.store.record_group(taskgroup_id, plan.processor, len(plan.row_requests), self.endpoint)
+
+    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
+        self.store.record_group_run(taskgroup_id, run_id, number)
+
+    def finished(self, result: BatchResult) -> None:
+        self.store.record_group_status(result.taskgroup_id, "completed", is_active=False)
+
+
+def store_recorder(store: RunStore, endpoint: str) -> StoreRecorder:
+    """A recorder that keeps the batch in ``store``, so :func:`resume_batch` can finish it with
+    ``store.group_runs(taskgroup_id)`` as the known runs."""
+    return StoreRecorder(store, endpoint)
+
+
+def _batch_recorder(recorder: Recorder | BatchRecorder | None) -> BatchRecorder:
+    if isinstance(recorder, BatchRecorder):
+        return recorder
+    return _CallbackRecorder(recorder) if recorder is not None else BatchRecorder()
+
+
 # -- running -------------------------------------------------------------------------------
 
 
@@ -237,44 +301,91 @@ def run_batch(
     *,
     chunk_size: int = MAX_RUNS_PER_REQUEST,
     on_event: Callable[[Event], None] | None = None,
-    recorder: Recorder | None = None,
+    recorder: Recorder | BatchRecorder | None = None,
 ) -> BatchResult:
     """Run ``plan`` as one task group and return every run's outcome.
 
-    Runs are added ``chunk_size`` at a time (at most 1,000) with the plan's default task
-    spec, each id passed to ``recorder`` as it comes back; progress is followed on the
-    group's event stream (every event goes to ``on_event``) until the group is idle, then
-    the results are streamed from the group's runs.
+    The group is passed to ``recorder`` as soon as it exists. Runs are added ``chunk_size``
+    at a time (at most 1,000) with the plan's default task spec, each id passed to
+    ``recorder`` as it comes back; progress is followed on the group's event stream (every
+    event goes to ``on_event``) until the group is idle, then the results are streamed from
+    the group's runs.
     """
+    _check_chunk_size(chunk_size)
+    group = client.create_group()
+    result = BatchResult(group.taskgroup_id, plan, [None] * len(plan.requests))
+    return _finish(client, result, chunk_size, on_event, _batch_recorder(recorder))
+
+
+def resume_batch(
+    client: Client,
+    plan: BatchPlan,
+    taskgroup_id: str,
+    known: Mapping[int, str],
+    *,
+    chunk_size: int = MAX_RUNS_PER_REQUEST,
+    on_event: Callable[[Event], None] | None = None,
+    recorder: Recorder | BatchRecorder | None = None,
+) -> BatchResult:
+    """Finish a batch of ``plan`` that was interrupted after its group was created.
+
+    ``known`` maps request numbers to the run ids already created (for a batch recorded with
+    :func:`store_recorder`, ``store.group_runs(taskgroup_id)``). Only the requests without
+    one are added; the rest is exactly :func:`run_batch`.
+    """
+    _check_chunk_size(chunk_size)
+    strangers = sorted(n for n in known if not 0 <= n < len(plan.requests))
+    if strangers:
+        raise ValueError(
+            f"run ids are known for request numbers {strangers}, but the plan has "
+            f"{len(plan.requests)} requests; pass the plan the batch was started with"
+        )
+    run_ids = [known.get(n) for n in range(len(plan.requests))]
+    result = BatchResult(taskgroup_id, plan, run_ids)
+    return _finish(client, result, chunk_size, on_event, _batch_recorder(recorder))
+
+
+def _check_chunk_size(chunk_size: int) -> None:
     if not 1 <= chunk_size <= MAX_RUNS_PER_REQUEST:
         raise ValueError(
             f"chunk_size must be between 1 and {MAX_RUNS_PER_REQUEST} (the API's limit per "
             f"request), not {chunk_size}"
         )
-    group = client.create_group()
-    result = BatchResult(group.taskgroup_id, plan, [None] * len(plan.requests))
+
+
+def _finish(
+    client: Client,
+    result: BatchResult,
+    chunk_size: int,
+    on_event: Callable[[Event], None] | None,
+    recorder: BatchRecorder,
+) -> BatchResult:
+    recorder.group(result.taskgroup_id, result.plan)
     _add_runs(client, result, chunk_size, recorder)
-    _follow(client, group.taskgroup_id, on_event)
+    _follow(client, result.taskgroup_id, on_event)
     result.outcomes = _collect(client, result)
+    recorder.finished(result)
     return result
 
 
 def _add_runs(
-    client: Client, result: BatchResult, chunk_size: int, recorder: Recorder | None
+    client: Client, result: BatchResult, chunk_size: int, recorder: BatchRecorder
 ) -> None:
+    """Add the requests that have no run yet, recording each id before the next request."""
     requests = result.plan.requests
-    for start in range(0, len(requests), chunk_size):
-        chunk = requests[start : start + chunk_size]
+    missing = [n for n, run_id in enumerate(result.run_ids) if run_id is None]
+    for start in range(0, len(missing), chunk_size):
+        numbers = missing[start : start + chunk_size]
+        chunk = [requests[n] for n in numbers]
         added = client.add_runs(result.taskgroup_id, chunk, result.plan.default_task_spec)
         if len(added.run_ids) != len(chunk):
             raise RuntimeError(
                 f"task group {result.taskgroup_id} answered {len(added.run_ids)} run ids for "
                 f"{len(chunk)} inputs; check the group with retrieve_group before retrying"
             )
-        for offset, run_id in enumerate(added.run_ids):
-            result.run_ids[start + offset] = run_id
-            if recorder is not None:
-                recorder(result.taskgroup_id, run_id, chunk[offset])
+        for number, run_id in zip(numbers, added.run_ids, strict=True):
+            result.run_ids[number] = run_id
+            recorder.run(result.taskgroup_id, run_id, number, requests[number])
 
 
 def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None] | None) -> None:

@@ -42,7 +42,7 @@ __all__ = [
 KeepInput = Literal["full", "preview", "none"]
 KEEP_INPUT_MODES: tuple[str, ...] = ("full", "preview", "none")
 PREVIEW_CHARS = 200
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATA_DIR_ENV = "PARALLEL_NB_DATA_DIR"
 FILE_NAME = "runs.sqlite3"
 # How long a writer waits for another kernel's write to finish before giving up. Writes take
@@ -55,7 +55,7 @@ _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
-    kind          TEXT NOT NULL DEFAULT 'run',  -- 'group' is reserved for task groups
+    kind          TEXT NOT NULL DEFAULT 'run',  -- 'group': a task group, run_id its tgrp_ id
     key           TEXT,                         -- request_key(); NULL for runs not created here
     endpoint      TEXT,
     processor     TEXT NOT NULL,
@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS runs (
 )""",
     "CREATE INDEX IF NOT EXISTS runs_by_key ON runs (key, created_at)",
     "CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_at)",
+    # Version 2: the runs of each task group (a 'group' row in runs), by request number, so an
+    # interrupted batch resumes without creating any run twice.
+    """
+CREATE TABLE IF NOT EXISTS group_runs (
+    taskgroup_id  TEXT NOT NULL,
+    request_index INTEGER NOT NULL,
+    run_id        TEXT NOT NULL,
+    PRIMARY KEY (taskgroup_id, request_index)
+)""",
 )
 
 # A status update never turns a finished run back into a running one: a late event from a
@@ -100,6 +109,13 @@ ON CONFLICT (run_id) DO UPDATE SET
     result_json = coalesce(excluded.result_json, runs.result_json),
     status = CASE WHEN {_KEEP_FINISHED} THEN runs.status ELSE excluded.status END,
     is_active = CASE WHEN {_KEEP_FINISHED} THEN runs.is_active ELSE excluded.is_active END
+"""
+
+_GROUP = """
+INSERT INTO runs (run_id, kind, endpoint, processor, status, is_active, created_at, updated_at,
+                  input_preview)
+VALUES (:run_id, 'group', :endpoint, :processor, 'running', 1, :now, :now, :input_preview)
+ON CONFLICT (run_id) DO NOTHING
 """
 
 _COLUMNS = (
@@ -271,6 +287,37 @@ class RunStore:
         failed = TaskRun(run_id=run.run_id, status=status, is_active=False, processor=run.processor)
         self._record(failed, error=run.error.message if run.error is not None else None)
 
+    def record_group(self, taskgroup_id: str, processor: str, rows: int, endpoint: str) -> None:
+        """Record a task group just created for a batch of ``rows`` rows (call it at once,
+        before adding runs). Recording it again keeps the first record."""
+        self._write(
+            _GROUP,
+            run_id=taskgroup_id,
+            endpoint=endpoint.rstrip("/"),
+            processor=processor,
+            input_preview=f"{rows} rows",
+        )
+
+    def record_group_run(self, taskgroup_id: str, run_id: str, request_index: int) -> None:
+        """Record that the group's request number ``request_index`` was created as ``run_id``."""
+        self._write(
+            "INSERT OR REPLACE INTO group_runs (taskgroup_id, request_index, run_id) "
+            "VALUES (:taskgroup_id, :request_index, :run_id)",
+            taskgroup_id=taskgroup_id,
+            request_index=request_index,
+            run_id=run_id,
+        )
+
+    def record_group_status(self, taskgroup_id: str, status: str, is_active: bool) -> None:
+        """Record a task group's latest status."""
+        self._write(
+            "UPDATE runs SET status = :status, is_active = :is_active, updated_at = :now "
+            "WHERE run_id = :run_id AND kind = 'group'",
+            run_id=taskgroup_id,
+            status=status,
+            is_active=int(is_active),
+        )
+
     def mark_cache_hit(self, run_id: str) -> None:
         """Count one more time the run's stored result answered a cell."""
         self._write(
@@ -303,6 +350,13 @@ class RunStore:
     def get(self, run_id: str) -> StoredRun | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         return StoredRun.from_row(rows[0]) if rows else None
+
+    def group_runs(self, taskgroup_id: str) -> dict[int, str]:
+        """The group's recorded runs: request number to run id."""
+        rows = self._read(
+            "SELECT request_index, run_id FROM group_runs WHERE taskgroup_id = ?", (taskgroup_id,)
+        )
+        return {row["request_index"]: row["run_id"] for row in rows}
 
     def history(self, limit: int = 50) -> list[StoredRun]:
         """The ``limit`` most recently created runs, newest first."""

@@ -463,3 +463,55 @@ def test_eight_threads_write_at_once(store: RunStore) -> None:
         thread.join(timeout=120)
     assert errors == []
     assert_all_written(store.path, tags)
+
+
+# -- task groups ---------------------------------------------------------------------------
+
+
+def test_a_group_is_recorded_with_its_runs_by_request_number(store: RunStore) -> None:
+    store.record_group("tgrp_1", "core", 40, ENDPOINT + "/")
+    store.record_group_run("tgrp_1", "trun_a", 0)
+    store.record_group_run("tgrp_1", "trun_b", 7)
+    store.record_group_run("tgrp_2", "trun_c", 0)
+    group = store.get("tgrp_1")
+    assert group is not None and group.kind == "group" and group.is_active
+    assert group.processor == "core" and group.input_preview == "40 rows"
+    assert group.endpoint == ENDPOINT and group.key is None
+    assert store.group_runs("tgrp_1") == {0: "trun_a", 7: "trun_b"}
+    assert store.group_runs("tgrp_unknown") == {}
+    assert [row.run_id for row in store.history()] == ["tgrp_1"]
+
+    store.record_group("tgrp_1", "core", 40, ENDPOINT)  # resuming records it again
+    store.record_group_status("tgrp_1", "completed", is_active=False)
+    done = store.get("tgrp_1")
+    assert done is not None and done.status == "completed" and not done.is_active
+    assert done.created_at == group.created_at
+
+
+def test_a_group_is_never_a_cache_entry(store: RunStore) -> None:
+    store.record_group("tgrp_1", "lite", 1, ENDPOINT)
+    store.record_group_status("tgrp_1", "completed", is_active=False)
+    assert store.find(request_key(TaskRequest("lite", GDP), ENDPOINT)) is None
+    # record_group_status only ever touches groups.
+    submit(store, "trun_1", TaskRequest("lite", GDP))
+    store.record_group_status("trun_1", "completed", is_active=False)
+    run = store.get("trun_1")
+    assert run is not None and run.status == "queued" and run.kind == "run"
+
+
+def test_a_version_1_file_is_migrated_keeping_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    with RunStore(path) as runs:
+        key = submit(runs, "trun_1", TaskRequest("lite", GDP))
+        runs.record_result(completed("trun_1"))
+    # What version 1 wrote: the runs table only.
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE group_runs")
+        db.execute("PRAGMA user_version = 1")
+    with RunStore(path) as runs:
+        found = runs.find(key)
+        assert found is not None and found.run_id == "trun_1" and found.result is not None
+        runs.record_group_run("tgrp_1", "trun_2", 0)
+        assert runs.group_runs("tgrp_1") == {0: "trun_2"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
