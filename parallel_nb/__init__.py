@@ -2,7 +2,8 @@
 
 ``%load_ext parallel_nb`` registers ``%%parallel`` and ``%parallel``; :func:`run`,
 :func:`arun` and :func:`fetch` are the same runs from Python, recorded in the same run store
-(and answered from its cache). Importing this package is cheap: HTTP, pandas and widgets load
+(and answered from its cache); :func:`enrich` researches every row of a DataFrame through one
+task group. Importing this package is cheap: HTTP, pandas and widgets load
 on first use, and the demo emulator starts on the first run.
 """
 
@@ -14,17 +15,21 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
     from .api.models import TaskRequest
     from .result import TaskResult
     from .runs.background import RunHandle
+    from .runs.batch import BatchPlan, BatchResult
     from .runs.store import RunStore
+    from .view.batch_panel import BatchView
 
 __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "arun",
+    "enrich",
     "fetch",
     "load_ipython_extension",
     "run",
@@ -176,6 +181,99 @@ def fetch(run_id: str, *, timeout: float | None = None, widget: bool = True) -> 
     view = auto_view("", widget=widget)
     recorder = StoreRecorder(_store())
     return fetch_run(get_client(), run_id, view=view, timeout=timeout, recorder=recorder)
+
+
+@overload
+def enrich(
+    df: pd.DataFrame,
+    output: str | Mapping[str, Any] | None = ...,
+    processor: str = ...,
+    input: str | None = ...,
+    *,
+    widget: bool = ...,
+    chunk_size: int = ...,
+    with_basis: Literal[False] = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def enrich(
+    df: pd.DataFrame,
+    output: str | Mapping[str, Any] | None = ...,
+    processor: str = ...,
+    input: str | None = ...,
+    *,
+    widget: bool = ...,
+    chunk_size: int = ...,
+    with_basis: Literal[True],
+) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
+def enrich(
+    df: pd.DataFrame,
+    output: str | Mapping[str, Any] | None = None,
+    processor: str = "core",
+    input: str | None = None,
+    *,
+    widget: bool = True,
+    chunk_size: int = 1000,
+    with_basis: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Research every row of ``df`` in one task group; the live batch panel shows in a notebook.
+
+    ``input`` is a template over the columns (``"Research {{name}} ({{website}})"``); None
+    sends each row itself as a JSON object. ``output`` is a spec as for :func:`run`. Rows
+    with identical inputs are researched once. Runs are added ``chunk_size`` at a time (at
+    most 1,000) and recorded in the run store as they are created.
+
+    Returns ``df`` (index and order kept) with one column per output field, its
+    ``<field>_confidence`` and ``<field>_citations``, and ``_error`` for rows whose run
+    failed. ``with_basis=True`` returns ``(enriched, basis_df)``, ``basis_df`` holding one
+    line per citation of every row (``row`` is the row's index label). Raises SpecError
+    (naming the row) before anything is sent when a row cannot become a request.
+    """
+    from .runs.batch import plan_batch
+
+    plan = plan_batch(df, input_template=input, output=output, processor=processor)
+    result = _run_plan(plan, store=_store(), widget=widget, chunk_size=chunk_size)
+    enriched = result.frame(df)
+    return (enriched, result.basis_df) if with_basis else enriched
+
+
+def _run_plan(
+    plan: BatchPlan,
+    *,
+    store: RunStore,
+    widget: bool,
+    chunk_size: int = 1000,
+    refresh_hz: float | None = None,
+) -> BatchResult:
+    """Run ``plan`` as one recorded task group, drawn live by the batch view that fits here."""
+    from .config import get_client, get_settings
+    from .runs.batch import run_batch, store_recorder
+    from .runs.runner import MAX_REFRESH_HZ
+    from .view.batch_panel import BatchFeed
+
+    feed = BatchFeed(_batch_view(widget), refresh_hz=refresh_hz or MAX_REFRESH_HZ)
+    recorder = store_recorder(store, get_settings().endpoint)
+    try:
+        return run_batch(
+            get_client(), plan, chunk_size=chunk_size, on_event=feed, recorder=recorder
+        )
+    finally:
+        feed.close()
+
+
+def _batch_view(widget: bool) -> BatchView | None:
+    """The widget panel in a kernel with ipywidgets, else its HTML form; None outside a kernel
+    (terminal IPython has no batch view: one redrawn line per event would flood it)."""
+    from .view.batch_panel import BatchPanel, HtmlBatchView
+    from .view.panel import _has_ipywidgets, _shell
+
+    shell = _shell()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    return BatchPanel() if widget and _has_ipywidgets() else HtmlBatchView()
 
 
 def _store() -> RunStore:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .api.models import TaskRequest
     from .result import TaskResult
     from .runs.background import RunHandle
+    from .runs.batch import BatchPlan
     from .runs.store import RunStore
     from .view.panel import RunView
 
@@ -57,6 +58,7 @@ _FAMILIES = sorted({re.sub(r"\d+x$", "", p.tier) for p in PROCESSORS.values()})
 _PROCESSOR_SHAPE = re.compile(rf"(?:{'|'.join(_FAMILIES)})(?:\d+x)?(?:-fast)?")
 _RUN_ID_SHAPE = re.compile(r"[A-Za-z]+_[0-9A-Za-z]{8,}")
 _HISTORY_ROWS = 20
+_DRY_RUN_INPUTS = 3
 _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 
@@ -167,7 +169,14 @@ class ParallelMagics(Magics):
     @argument(
         "--dry-run",
         action="store_true",
-        help="Show the request JSON and the documented cost per run; send nothing.",
+        help="Show the request JSON and the documented cost per run (with --over: the row "
+        "count, the first inputs and the estimated cost); send nothing.",
+    )
+    @argument(
+        "--over",
+        metavar="DATAFRAME",
+        help="Enrich this DataFrame: one run per row (identical inputs once) in one task "
+        "group; the body is a template over its columns, or empty to send each row as JSON.",
     )
     @argument(
         "--widget",
@@ -276,6 +285,19 @@ class ParallelMagics(Magics):
             %%parallel lite answer --bg
             What was the GDP of France in 2023?
 
+            %%parallel core enriched --over companies
+            Research {{name}} ({{website}})
+            ---
+            founded (integer): year founded
+            ceo: the current CEO
+
+        With ``--over DATAFRAME`` every row is researched in one task group (the live batch
+        panel shows progress) and the result is the DataFrame with one column per output
+        field, ``<field>_confidence``, ``<field>_citations`` and ``_error``, index and order
+        kept; ``{{column}}`` in the body is filled from each row, and an empty body sends the
+        row itself as a JSON object. ``--dry-run`` shows the row count, the first inputs and
+        the estimated cost instead.
+
         With VAR the TaskResult is stored there and only a summary is shown; without VAR it
         is the cell's result (``Out[n]``; a trailing ``;`` hides it). ``result.output_df``
         and ``result.basis_df`` are DataFrames of the answer and its citations. A failed run
@@ -294,6 +316,9 @@ class ParallelMagics(Magics):
         args = self.parallel_cell.parser.parse_intermixed_args(_split(line))
         processor, var = _processor_and_var(args)
         body, silenced = _without_silencing_semicolon(cell)
+        if args.over is not None:
+            enriched = self._enrich(body, processor or self.processor, args, var)
+            return None if silenced else enriched
         request = self._build(body, processor or self.processor, args)
         for warning in _request_warnings(request, body):
             print(f"parallel-nb: warning: {warning}", file=sys.stderr)
@@ -383,6 +408,58 @@ class ParallelMagics(Magics):
             )
         except SpecError as exc:
             raise UsageError(str(exc)) from None
+
+    def _enrich(
+        self, body: str, processor: str, args: Namespace, var: str | None
+    ) -> pd.DataFrame | None:
+        """``--over``: plan one run per row of the named DataFrame, then run or describe it."""
+        from . import _run_plan
+        from .runs.batch import plan_batch
+        from .spec import SpecError
+        from .spec.grammar import split_body
+
+        _reject_batch_options(args)
+        df = self._dataframe(args.over)
+        try:
+            template, spec = split_body(body)
+            plan = plan_batch(
+                df,
+                input_template=None if template.is_blank else template.text,
+                output=None if spec is None else spec.text,
+                processor=processor,
+            )
+        except SpecError as exc:
+            raise UsageError(f"--over {args.over}: {exc}") from None
+        if args.dry_run:
+            print(_batch_dry_run_text(plan))
+            return None
+        widget = _given(args.widget, self.widget)
+        result = _run_plan(plan, store=self.store(), widget=widget, refresh_hz=self.refresh_hz)
+        enriched = result.frame(df)
+        if var is None:
+            return enriched
+        self.shell.push({var: enriched})
+        print(
+            f"parallel-nb: {len(df)} rows enriched into {var} ({len(plan.requests)} runs, "
+            f"{result.failed} failed; task group {result.taskgroup_id})"
+        )
+        return None
+
+    def _dataframe(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
+        if name not in self.shell.user_ns:
+            raise UsageError(
+                f"--over {name}: there is no variable of that name; pass the name of a "
+                "pandas DataFrame defined in the notebook"
+            )
+        value = self.shell.user_ns[name]
+        if not isinstance(value, pd.DataFrame):
+            raise UsageError(
+                f"--over {name}: {name} is a {type(value).__name__}, not a pandas DataFrame; "
+                f"convert it first, e.g. {name} = pd.DataFrame({name})"
+            )
+        return value
 
     def _previous(self, value: str | None) -> str | None:
         """The interaction id named by ``--previous``: a variable first, else a literal id."""
@@ -676,6 +753,30 @@ def _location(value: str | None) -> str | None:
     return value.upper()
 
 
+# Options of a single run that a batch does not take (name on the line, attribute, unset value).
+_SINGLE_RUN_OPTIONS = (
+    ("--timeout", "timeout", None),
+    ("--include-domains", "include_domains", None),
+    ("--exclude-domains", "exclude_domains", None),
+    ("--metadata", "metadata", None),
+    ("--previous", "previous", None),
+    ("--location", "location", None),
+    ("--events/--no-events", "enable_events", None),
+    ("--no-interpolate", "no_interpolate", False),
+    ("--refresh", "refresh", False),
+    ("--bg", "bg", False),
+)
+
+
+def _reject_batch_options(args: Namespace) -> None:
+    given = [flag for flag, name, unset in _SINGLE_RUN_OPTIONS if getattr(args, name) != unset]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} cannot be used with --over (they apply to single runs); "
+            "remove them from the line"
+        )
+
+
 def _request_warnings(request: TaskRequest, cell: str) -> list[str]:
     from .spec import request_warnings
 
@@ -694,6 +795,39 @@ def _dry_run_text(request: TaskRequest) -> str:
         _cost_line(request.processor),
     ]
     return "\n".join(lines)
+
+
+def _batch_dry_run_text(plan: BatchPlan) -> str:
+    rows, unique = len(plan.row_requests), len(plan.requests)
+    lines = [
+        "Dry run: nothing was sent.",
+        f"{rows} rows, {unique} unique inputs (identical inputs are researched once).",
+        f"First inputs ({min(unique, _DRY_RUN_INPUTS)} of {unique}):",
+        *(f"  {_input_text(r.input)}" for r in plan.requests[:_DRY_RUN_INPUTS]),
+        _batch_cost_line(plan.processor, unique),
+    ]
+    return "\n".join(lines)
+
+
+def _input_text(value: str | dict[str, Any]) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _batch_cost_line(name: str, runs: int) -> str:
+    processor = get_processor(name)
+    if processor is None:
+        return f"{name}: not in the processor table, so no documented price to estimate from."
+    cost = runs * processor.usd_per_1000_runs / 1000
+    return (
+        f"Estimated cost: {runs} runs × ${processor.usd_per_1000_runs:g} per 1,000 runs "
+        f"({name}, documented price) = {_dollars(cost)}"
+    )
+
+
+def _dollars(amount: float) -> str:
+    # Prices per 1,000 runs are whole dollars, so a tenth of a cent is exact: "$0.075".
+    text = f"{amount:,.3f}"
+    return f"${text[:-1] if text.endswith('0') else text}"
 
 
 def _cost_line(name: str) -> str:
