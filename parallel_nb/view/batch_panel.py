@@ -9,19 +9,16 @@ closed ``BatchPanel`` leaves static HTML behind, not widget state.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..runs.batch_state import BatchState, fold_batch
 from ..runs.runner import MAX_REFRESH_HZ, check_refresh_hz
 from . import html
-from .panel import _close_widget, _display
+from .panel import InPlaceHtml, LivePanel, progress_bar
 
 if TYPE_CHECKING:
-    from IPython.display import DisplayHandle
-
     from ..api.models import Event
 
 __all__ = ["BatchFeed", "BatchPanel", "BatchView", "HtmlBatchView", "Throttle"]
@@ -35,101 +32,44 @@ class BatchView(Protocol):
     def close(self) -> None: ...
 
 
-class BatchPanel:
-    """The live panel: a VBox of header, progress bar, rate line, failures and latest rows.
-
-    It displays itself on the first ``update``; ``close`` swaps it for static HTML of the
-    final state and closes the widgets.
-    """
+class BatchPanel(LivePanel[BatchState]):
+    """The live panel of a batch: header, progress bar, rate line, failures and latest rows."""
 
     def __init__(self) -> None:
         import ipywidgets as widgets
 
-        self._state = BatchState()
         self._header = widgets.HTML()
-        self._bar = widgets.FloatProgress(
-            value=0.0, min=0.0, max=100.0, layout=widgets.Layout(width="100%")
-        )
+        self._bar = progress_bar()
         self._rate = widgets.HTML()
         self._failures = widgets.HTML()
         self._preview = widgets.HTML()
-        self._parts = (self._header, self._bar, self._rate, self._failures, self._preview)
-        self._box = widgets.VBox(self._parts)
-        self._handle: DisplayHandle | None = None  # None outside IPython: nothing to redraw
-        self._shown = False
-        self._closed = False
+        parts = (self._header, self._bar, self._rate, self._failures, self._preview)
+        super().__init__(BatchState(), parts)
 
-    @property
-    def state(self) -> BatchState:
-        return self._state
+    def _draw(self, state: BatchState) -> None:
+        self._header.value = html.batch_header_html(state)
+        self._bar.value = state.progress
+        self._bar.bar_style = _bar_style(state)
+        self._bar.description = f"{state.progress:.0f}%"
+        self._rate.value = html.batch_rate_html(state)
+        self._failures.value = html.batch_failures_html(state)
+        self._preview.value = html.batch_preview_html(state)
 
-    @property
-    def widget(self) -> Any:
-        """The ipywidgets VBox (for embedding the panel in a layout of your own)."""
-        return self._box
-
-    def update(self, state: BatchState) -> None:
-        if self._closed:
-            return
-        self._state = state
-        # One comm message per widget that changed, however many of its traits changed.
-        with contextlib.ExitStack() as stack:
-            for part in self._parts:
-                stack.enter_context(part.hold_sync())
-            self._header.value = html.batch_header_html(state)
-            self._bar.value = state.progress
-            self._bar.bar_style = _bar_style(state)
-            self._bar.description = f"{state.progress:.0f}%"
-            self._rate.value = html.batch_rate_html(state)
-            self._failures.value = html.batch_failures_html(state)
-            self._preview.value = html.batch_preview_html(state)
-        if not self._shown:
-            self._shown = True
-            self._handle = _display(self)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._handle is not None:
-            self._handle.update(_static_bundle(self, self._state), raw=True)
-        for part in (self._box, *self._parts):
-            _close_widget(part)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        if self._closed:
-            return _static_bundle(self, self._state)
-        bundle = self._box._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = repr(self)
-        return bundle
+    def _static_bundle(self) -> dict[str, str]:
+        return _static_bundle(self, self._state)
 
     def __repr__(self) -> str:
         return _view_repr(self, self._state)
 
 
-class HtmlBatchView:
+class HtmlBatchView(InPlaceHtml[BatchState]):
     """The batch panel as one HTML output that is redrawn in place (``display_id``)."""
 
     def __init__(self) -> None:
-        self._state = BatchState()
-        self._handle: DisplayHandle | None = None
-        self._shown = False
+        super().__init__(BatchState())
 
-    @property
-    def state(self) -> BatchState:
-        return self._state
-
-    def update(self, state: BatchState) -> None:
-        self._state = state
-        bundle = _static_bundle(self, state)
-        if not self._shown:
-            self._shown = True
-            self._handle = _display(bundle, raw=True)
-        elif self._handle is not None:
-            self._handle.update(bundle, raw=True)
-
-    def close(self) -> None:
-        """Nothing to release: the last update already left the final state on screen."""
+    def _static_bundle(self) -> dict[str, str]:
+        return _static_bundle(self, self._state)
 
     def __repr__(self) -> str:
         return _view_repr(self, self._state)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TextIO, TypeVar
 
 from ..runs.state import RunState
 from . import html
@@ -21,7 +21,18 @@ from . import html
 if TYPE_CHECKING:
     from IPython.display import DisplayHandle
 
-__all__ = ["HtmlRunView", "RunPanel", "RunView", "TextRunView", "auto_view"]
+__all__ = [
+    "HtmlRunView",
+    "InPlaceHtml",
+    "LivePanel",
+    "RunPanel",
+    "RunView",
+    "TextRunView",
+    "auto_view",
+    "progress_bar",
+]
+
+S = TypeVar("S")
 
 DEFAULT_MAX_MESSAGES = 6
 """Progress messages a view shows (the newest ones)."""
@@ -43,33 +54,27 @@ class RunView(Protocol):
     def close(self) -> None: ...
 
 
-class RunPanel:
-    """The live panel: a VBox of header, progress bar, sources, message log and footer.
+class LivePanel(Generic[S]):
+    """What every widget panel shares: a VBox of parts drawn from a state, one comm message per
+    changed part per update, shown on the first ``update``; ``close`` swaps it for static HTML of
+    the final state and closes the widgets (no widget state is left to save or leak).
 
-    It displays itself on the first ``update``; ``close`` swaps it for static HTML of the
-    final state and closes the widgets (no widget state is left to save or leak).
+    Subclasses build their parts, then call ``super().__init__``, and say how to ``_draw`` a
+    state into the parts and how the closed panel looks (``_static_bundle``).
     """
 
-    def __init__(self, processor: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+    def __init__(self, state: S, parts: tuple[Any, ...]) -> None:
         import ipywidgets as widgets
 
-        self._state = RunState(processor=processor)
-        self._max_messages = max_messages
-        self._header = widgets.HTML()
-        self._bar = widgets.FloatProgress(
-            value=0.0, min=0.0, max=100.0, layout=widgets.Layout(width="100%")
-        )
-        self._sources = widgets.HTML()
-        self._log = widgets.HTML()
-        self._footer = widgets.HTML()
-        self._parts = (self._header, self._bar, self._sources, self._log, self._footer)
-        self._box = widgets.VBox(self._parts)
+        self._state = state
+        self._parts = parts
+        self._box = widgets.VBox(parts)
         self._handle: DisplayHandle | None = None  # None outside IPython: nothing to redraw
         self._shown = False
         self._closed = False
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> S:
         return self._state
 
     @property
@@ -77,7 +82,7 @@ class RunPanel:
         """The ipywidgets VBox (for embedding the panel in a layout of your own)."""
         return self._box
 
-    def update(self, state: RunState) -> None:
+    def update(self, state: S) -> None:
         if self._closed:
             return
         self._state = state
@@ -85,13 +90,7 @@ class RunPanel:
         with contextlib.ExitStack() as stack:
             for part in self._parts:
                 stack.enter_context(part.hold_sync())
-            self._header.value = html.header_html(state)
-            self._bar.value = state.progress or 0.0
-            self._bar.bar_style = _BAR_STYLES.get(state.status, "")
-            self._bar.description = "" if state.progress is None else f"{state.progress:.0f}%"
-            self._sources.value = html.sources_html(state)
-            self._log.value = html.messages_html(state, limit=self._max_messages)
-            self._footer.value = html.footer_html(state)
+            self._draw(state)
         if not self._shown:
             self._shown = True
             self._handle = _display(self)
@@ -101,37 +100,40 @@ class RunPanel:
             return
         self._closed = True
         if self._handle is not None:
-            self._handle.update(_static_bundle(self, self._state, self._max_messages), raw=True)
+            self._handle.update(self._static_bundle(), raw=True)
         for part in (self._box, *self._parts):
             _close_widget(part)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self._closed:
-            return _static_bundle(self, self._state, self._max_messages)
+            return self._static_bundle()
         bundle = self._box._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = repr(self)
         return bundle
 
-    def __repr__(self) -> str:
-        return _view_repr(self, self._state)
+    def _draw(self, state: S) -> None:
+        raise NotImplementedError
+
+    def _static_bundle(self) -> dict[str, str]:
+        raise NotImplementedError
 
 
-class HtmlRunView:
-    """The panel as one HTML output that is redrawn in place (``display_id``)."""
+class InPlaceHtml(Generic[S]):
+    """What every HTML view shares: one output redrawn in place (``display_id``) with the
+    subclass's ``_static_bundle`` of the newest state."""
 
-    def __init__(self, processor: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
-        self._state = RunState(processor=processor)
-        self._max_messages = max_messages
+    def __init__(self, state: S) -> None:
+        self._state = state
         self._handle: DisplayHandle | None = None
         self._shown = False
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> S:
         return self._state
 
-    def update(self, state: RunState) -> None:
+    def update(self, state: S) -> None:
         self._state = state
-        bundle = _static_bundle(self, state, self._max_messages)
+        bundle = self._static_bundle()
         if not self._shown:
             self._shown = True
             self._handle = _display(bundle, raw=True)
@@ -140,6 +142,58 @@ class HtmlRunView:
 
     def close(self) -> None:
         """Nothing to release: the last update already left the final state on screen."""
+
+    def _static_bundle(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+def progress_bar() -> Any:
+    """The full-width 0–100 progress bar both panels use."""
+    import ipywidgets as widgets
+
+    return widgets.FloatProgress(value=0.0, min=0.0, max=100.0, layout=widgets.Layout(width="100%"))
+
+
+class RunPanel(LivePanel[RunState]):
+    """The live panel of one run: header, progress bar, sources, message log and footer."""
+
+    def __init__(self, processor: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        import ipywidgets as widgets
+
+        self._max_messages = max_messages
+        self._header = widgets.HTML()
+        self._bar = progress_bar()
+        self._sources = widgets.HTML()
+        self._log = widgets.HTML()
+        self._footer = widgets.HTML()
+        parts = (self._header, self._bar, self._sources, self._log, self._footer)
+        super().__init__(RunState(processor=processor), parts)
+
+    def _draw(self, state: RunState) -> None:
+        self._header.value = html.header_html(state)
+        self._bar.value = state.progress or 0.0
+        self._bar.bar_style = _BAR_STYLES.get(state.status, "")
+        self._bar.description = "" if state.progress is None else f"{state.progress:.0f}%"
+        self._sources.value = html.sources_html(state)
+        self._log.value = html.messages_html(state, limit=self._max_messages)
+        self._footer.value = html.footer_html(state)
+
+    def _static_bundle(self) -> dict[str, str]:
+        return _static_bundle(self, self._state, self._max_messages)
+
+    def __repr__(self) -> str:
+        return _view_repr(self, self._state)
+
+
+class HtmlRunView(InPlaceHtml[RunState]):
+    """The run panel as one HTML output that is redrawn in place (``display_id``)."""
+
+    def __init__(self, processor: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        self._max_messages = max_messages
+        super().__init__(RunState(processor=processor))
+
+    def _static_bundle(self) -> dict[str, str]:
+        return _static_bundle(self, self._state, self._max_messages)
 
     def __repr__(self) -> str:
         return _view_repr(self, self._state)
