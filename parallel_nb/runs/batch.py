@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,8 @@ __all__ = [
     "BatchRecorder",
     "BatchResult",
     "Recorder",
+    "Recorders",
+    "RowLabels",
     "RunOutcome",
     "StoreRecorder",
     "plan_batch",
@@ -240,14 +242,14 @@ def _schema_fields(spec: dict[str, Any] | None) -> list[str]:
 
 class BatchRecorder:
     """Told about a batch as it is created, so an interrupted batch can be resumed: the group
-    as soon as it exists, each run as soon as its add-runs request returns, and the end.
+    as soon as it exists, each add-runs answer as soon as it returns, and the end.
     Each method does nothing here; a recorder overrides the ones it needs."""
 
     def group(self, taskgroup_id: str, plan: BatchPlan) -> None:
         """The group exists (told again on a resume); no run is added before this returns."""
 
-    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
-        """The plan's request ``number`` was created as ``run_id``."""
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        """One add-runs request created these ``(request number, run id)`` pairs."""
 
     def finished(self, result: BatchResult) -> None:
         """The group is idle and its results are collected."""
@@ -259,37 +261,100 @@ class _CallbackRecorder(BatchRecorder):
 
     callback: Recorder
 
-    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
-        self.callback(taskgroup_id, run_id, request)
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        for number, run_id in added:
+            self.callback(taskgroup_id, run_id, plan.requests[number])
 
 
 @dataclass(slots=True)
 class StoreRecorder(BatchRecorder):
-    """Records the batch in the run store: the group row and each run by request number."""
+    """Records the batch in the run store: the group row (with ``key`` and ``recipe``, see
+    :meth:`RunStore.record_group`) and each add-runs answer in one transaction."""
 
     store: RunStore
     endpoint: str
+    key: str | None = None
+    recipe: Mapping[str, Any] | None = None
 
     def group(self, taskgroup_id: str, plan: BatchPlan) -> None:
-        self.store.record_group(taskgroup_id, plan.processor, len(plan.row_requests), self.endpoint)
+        rows = len(plan.row_requests)
+        self.store.record_group(
+            taskgroup_id, plan.processor, rows, self.endpoint, key=self.key, recipe=self.recipe
+        )
 
-    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
-        self.store.record_group_run(taskgroup_id, run_id, number)
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        self.store.record_group_runs(taskgroup_id, added)
 
     def finished(self, result: BatchResult) -> None:
         self.store.record_group_status(result.taskgroup_id, "completed", is_active=False)
 
 
-def store_recorder(store: RunStore, endpoint: str) -> StoreRecorder:
+def store_recorder(
+    store: RunStore,
+    endpoint: str,
+    *,
+    key: str | None = None,
+    recipe: Mapping[str, Any] | None = None,
+) -> StoreRecorder:
     """A recorder that keeps the batch in ``store``, so :func:`resume_batch` can finish it with
     ``store.group_runs(taskgroup_id)`` as the known runs."""
-    return StoreRecorder(store, endpoint)
+    return StoreRecorder(store, endpoint, key, recipe)
 
 
-def _batch_recorder(recorder: Recorder | BatchRecorder | None) -> BatchRecorder:
+class RowLabels(BatchRecorder):
+    """Which rows each run answers, learned as runs are added (``known`` seeds a resume), so a
+    live view can name rows instead of run ids. Call it with a run id for its label."""
+
+    def __init__(self, plan: BatchPlan, known: Mapping[int, str] | None = None) -> None:
+        self._plan = plan
+        self._rows = plan.rows_of()
+        self._labels: dict[str, str] = {}
+        self._learn((known or {}).items())
+
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        self._learn(added)
+
+    def _learn(self, added: Iterable[tuple[int, str]]) -> None:
+        for number, run_id in added:
+            rows = self._rows[number]
+            more = f" (+{len(rows) - 1} identical)" if len(rows) > 1 else ""
+            self._labels[run_id] = f"{self._plan.index[rows[0]]}{more}"
+
+    def __call__(self, run_id: str) -> str:
+        return self._labels.get(run_id, run_id)
+
+
+@dataclass(slots=True)
+class _Recorders(BatchRecorder):
+    """Several recorders told the same things, in order."""
+
+    recorders: tuple[BatchRecorder, ...]
+
+    def group(self, taskgroup_id: str, plan: BatchPlan) -> None:
+        for recorder in self.recorders:
+            recorder.group(taskgroup_id, plan)
+
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        for recorder in self.recorders:
+            recorder.runs(taskgroup_id, plan, added)
+
+    def finished(self, result: BatchResult) -> None:
+        for recorder in self.recorders:
+            recorder.finished(result)
+
+
+Recorders = Recorder | BatchRecorder | Sequence[BatchRecorder] | None
+"""What ``recorder=`` accepts: a callback per run, a recorder, several recorders, or None."""
+
+
+def _batch_recorder(recorder: Recorders) -> BatchRecorder:
     if isinstance(recorder, BatchRecorder):
         return recorder
-    return _CallbackRecorder(recorder) if recorder is not None else BatchRecorder()
+    if recorder is None:
+        return BatchRecorder()
+    if isinstance(recorder, Sequence):
+        return _Recorders(tuple(recorder))
+    return _CallbackRecorder(recorder)
 
 
 # -- running -------------------------------------------------------------------------------
@@ -301,7 +366,7 @@ def run_batch(
     *,
     chunk_size: int = MAX_RUNS_PER_REQUEST,
     on_event: Callable[[Event], None] | None = None,
-    recorder: Recorder | BatchRecorder | None = None,
+    recorder: Recorders = None,
 ) -> BatchResult:
     """Run ``plan`` as one task group and return every run's outcome.
 
@@ -325,7 +390,7 @@ def resume_batch(
     *,
     chunk_size: int = MAX_RUNS_PER_REQUEST,
     on_event: Callable[[Event], None] | None = None,
-    recorder: Recorder | BatchRecorder | None = None,
+    recorder: Recorders = None,
 ) -> BatchResult:
     """Finish a batch of ``plan`` that was interrupted after its group was created.
 
@@ -342,7 +407,7 @@ def resume_batch(
         )
     run_ids = [known.get(n) for n in range(len(plan.requests))]
     result = BatchResult(taskgroup_id, plan, run_ids)
-    return _finish(client, result, chunk_size, on_event, _batch_recorder(recorder))
+    return _finish(client, result, chunk_size, on_event, _batch_recorder(recorder), resume=True)
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -359,8 +424,14 @@ def _finish(
     chunk_size: int,
     on_event: Callable[[Event], None] | None,
     recorder: BatchRecorder,
+    *,
+    resume: bool = False,
 ) -> BatchResult:
     recorder.group(result.taskgroup_id, result.plan)
+    if resume and None in result.run_ids:
+        found = _reconcile(client, result)
+        if found:
+            recorder.runs(result.taskgroup_id, result.plan, found)
     _add_runs(client, result, chunk_size, recorder)
     _follow(client, result.taskgroup_id, on_event)
     result.outcomes = _collect(client, result)
@@ -371,7 +442,7 @@ def _finish(
 def _add_runs(
     client: Client, result: BatchResult, chunk_size: int, recorder: BatchRecorder
 ) -> None:
-    """Add the requests that have no run yet, recording each id before the next request."""
+    """Add the requests that have no run yet, recording each answer before the next request."""
     requests = result.plan.requests
     missing = [n for n, run_id in enumerate(result.run_ids) if run_id is None]
     for start in range(0, len(missing), chunk_size):
@@ -383,9 +454,35 @@ def _add_runs(
                 f"task group {result.taskgroup_id} answered {len(added.run_ids)} run ids for "
                 f"{len(chunk)} inputs; check the group with retrieve_group before retrying"
             )
-        for number, run_id in zip(numbers, added.run_ids, strict=True):
+        pairs = list(zip(numbers, added.run_ids, strict=True))
+        for number, run_id in pairs:
             result.run_ids[number] = run_id
-            recorder.run(result.taskgroup_id, run_id, number, requests[number])
+        recorder.runs(result.taskgroup_id, result.plan, pairs)
+
+
+def _reconcile(client: Client, result: BatchResult) -> list[tuple[int, str]]:
+    """The group's runs that no request is tied to yet, matched to the requests without a run
+    by processor and input (a plan never holds two identical requests)."""
+    missing = {
+        _input_key(request.processor, request.input): number
+        for number, request in enumerate(result.plan.requests)
+        if result.run_ids[number] is None
+    }
+    tied = set(result.run_ids)
+    found: list[tuple[int, str]] = []
+    for event in _group_runs(client, result.taskgroup_id, None, include_input=True):
+        run_input = event.input or {}
+        if event.run.run_id in tied:
+            continue
+        number = missing.pop(_input_key(run_input.get("processor"), run_input.get("input")), None)
+        if number is not None:
+            result.run_ids[number] = event.run.run_id
+            found.append((number, event.run.run_id))
+    return found
+
+
+def _input_key(processor: Any, value: Any) -> str:
+    return json.dumps([processor, value], sort_keys=True, ensure_ascii=False)
 
 
 def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None] | None) -> None:
@@ -425,15 +522,22 @@ def _collect(client: Client, result: BatchResult) -> list[RunOutcome | None]:
     return outcomes
 
 
-def _group_runs(client: Client, taskgroup_id: str, status: str) -> Iterator[StateEvent]:
-    """The group's runs with ``status`` and their outputs, resumed after a drop."""
+def _group_runs(
+    client: Client, taskgroup_id: str, status: str | None, *, include_input: bool = False
+) -> Iterator[StateEvent]:
+    """The group's runs with ``status`` (None: all), with their outputs when they have a
+    status, with their inputs if asked; resumed after a drop."""
     last_event_id: str | None = None
     empty_drops = 0
     while True:
         delivered = False
         try:
             with client.group_runs(
-                taskgroup_id, status=status, include_output=True, last_event_id=last_event_id
+                taskgroup_id,
+                status=status,
+                include_input=include_input,
+                include_output=status is not None,
+                last_event_id=last_event_id,
             ) as stream:
                 for event in stream:
                     if isinstance(event, StateEvent):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ PREVIEW_FIELDS = 3
 _FAILED_STATUSES = ("failed", "cancelled")
 
 Failure = tuple[str, str]
-"""(run id, error message)."""
+"""(row label, error message)."""
 Preview = tuple[str, tuple[tuple[str, Any], ...]]
-"""(run id, the first few (field, value) pairs of its output; empty without output)."""
+"""(row label, the first few (field, value) pairs of its output; empty without output)."""
+Labeller = Callable[[str], str]
+"""The label of the rows a run answers, from its run id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,11 @@ class BatchState:
         return max(0, self.runs - self.finished) / rate
 
 
-def fold_batch(state: BatchState, event: Event, now: float | None = None) -> BatchState:
-    """``state`` after ``event`` from the group's stream arrived at ``now`` (monotonic)."""
+def fold_batch(
+    state: BatchState, event: Event, now: float | None = None, label: Labeller | None = None
+) -> BatchState:
+    """``state`` after ``event`` from the group's stream arrived at ``now`` (monotonic);
+    ``label`` names a run's rows in the preview and failures (default: the run id)."""
     now = time.monotonic() if now is None else now
     state = dataclasses.replace(
         state,
@@ -107,7 +113,7 @@ def fold_batch(state: BatchState, event: Event, now: float | None = None) -> Bat
     if isinstance(event, GroupStatusEvent):
         return _fold_group(state, event)
     if isinstance(event, StateEvent):
-        return _fold_run(state, event)
+        return _fold_run(state, event, label or str)
     return state
 
 
@@ -125,12 +131,12 @@ def _fold_group(state: BatchState, event: GroupStatusEvent) -> BatchState:
     )
 
 
-def _fold_run(state: BatchState, event: StateEvent) -> BatchState:
+def _fold_run(state: BatchState, event: StateEvent, label: Labeller) -> BatchState:
     run = event.run
     if run.run_id in state.seen_completed or run.run_id in state.seen_failed:
         return state
     if run.status == "completed":
-        preview = (run.run_id, _fields(event))
+        preview = (label(run.run_id), _fields(event))
         return dataclasses.replace(
             state,
             seen_completed=state.seen_completed | {run.run_id},
@@ -141,7 +147,7 @@ def _fold_run(state: BatchState, event: StateEvent) -> BatchState:
         return dataclasses.replace(
             state,
             seen_failed=state.seen_failed | {run.run_id},
-            failures=_newest(state.failures, (run.run_id, message), state.max_failures),
+            failures=_newest(state.failures, (label(run.run_id), message), state.max_failures),
         )
     return state
 

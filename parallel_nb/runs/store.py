@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "RunStore",
     "StoredRun",
+    "batch_key",
     "default_store_path",
     "request_key",
 ]
@@ -111,10 +112,13 @@ ON CONFLICT (run_id) DO UPDATE SET
     is_active = CASE WHEN {_KEEP_FINISHED} THEN runs.is_active ELSE excluded.is_active END
 """
 
+# A group's request_json is its recipe (what the batch was planned from), so it can be
+# attached to again from its id alone.
 _GROUP = """
-INSERT INTO runs (run_id, kind, endpoint, processor, status, is_active, created_at, updated_at,
-                  input_preview)
-VALUES (:run_id, 'group', :endpoint, :processor, 'running', 1, :now, :now, :input_preview)
+INSERT INTO runs (run_id, kind, key, endpoint, processor, status, is_active, created_at,
+                  updated_at, input_preview, request_json)
+VALUES (:run_id, 'group', :key, :endpoint, :processor, 'running', 1, :now, :now,
+        :input_preview, :request_json)
 ON CONFLICT (run_id) DO NOTHING
 """
 
@@ -148,6 +152,17 @@ def request_key(request: TaskRequest, endpoint: str) -> str:
     input, spec and options) to the same service.
     """
     payload = {"endpoint": endpoint.rstrip("/"), "body": request.to_body()}
+    return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()
+
+
+def batch_key(requests: Sequence[TaskRequest], default_task_spec: Any, endpoint: str) -> str:
+    """The key of a batch sent to ``endpoint``: the SHA-256 of its requests (in order) and its
+    default task spec, so an identical batch finds the group that already answers it."""
+    payload = {
+        "endpoint": endpoint.rstrip("/"),
+        "default_task_spec": default_task_spec,
+        "bodies": [request.to_body() for request in requests],
+    }
     return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()
 
 
@@ -287,26 +302,49 @@ class RunStore:
         failed = TaskRun(run_id=run.run_id, status=status, is_active=False, processor=run.processor)
         self._record(failed, error=run.error.message if run.error is not None else None)
 
-    def record_group(self, taskgroup_id: str, processor: str, rows: int, endpoint: str) -> None:
+    def record_group(
+        self,
+        taskgroup_id: str,
+        processor: str,
+        rows: int,
+        endpoint: str,
+        *,
+        key: str | None = None,
+        recipe: Mapping[str, Any] | None = None,
+    ) -> None:
         """Record a task group just created for a batch of ``rows`` rows (call it at once,
-        before adding runs). Recording it again keeps the first record."""
+        before adding runs). ``key`` (:func:`batch_key`) lets an identical batch find it again;
+        ``recipe`` (what the batch was planned from) is kept unless ``keep_input`` is "none".
+        Recording it again keeps the first record."""
+        keep = recipe is not None and self.keep_input != "none"
         self._write(
             _GROUP,
             run_id=taskgroup_id,
+            key=key,
             endpoint=endpoint.rstrip("/"),
             processor=processor,
             input_preview=f"{rows} rows",
+            request_json=_canonical_json(recipe) if keep else None,
         )
 
-    def record_group_run(self, taskgroup_id: str, run_id: str, request_index: int) -> None:
-        """Record that the group's request number ``request_index`` was created as ``run_id``."""
-        self._write(
-            "INSERT OR REPLACE INTO group_runs (taskgroup_id, request_index, run_id) "
-            "VALUES (:taskgroup_id, :request_index, :run_id)",
-            taskgroup_id=taskgroup_id,
-            request_index=request_index,
-            run_id=run_id,
-        )
+    def record_group_runs(self, taskgroup_id: str, runs: Iterable[tuple[int, str]]) -> None:
+        """Record ``(request_index, run_id)`` pairs of the group's runs just created, all in one
+        transaction: an interrupt cannot leave half of an add-runs answer unrecorded."""
+        rows = [(taskgroup_id, index, run_id) for index, run_id in runs]
+        with self._lock:
+            connection = self._connection()
+            # The connection autocommits each statement; one batch needs its own transaction.
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO group_runs (taskgroup_id, request_index, run_id) "
+                    "VALUES (?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
     def record_group_status(self, taskgroup_id: str, status: str, is_active: bool) -> None:
         """Record a task group's latest status."""
@@ -334,16 +372,16 @@ class RunStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def find(self, key: str) -> StoredRun | None:
-        """The newest run for ``key`` that completed or is still active. A completed run whose
-        result was never stored (interrupted before it arrived) is returned too: its result is
-        fetched, not paid for again. Failed and cancelled runs are ignored, so re-running a
-        failed cell creates a new run."""
+    def find(self, key: str, kind: Literal["run", "group"] = "run") -> StoredRun | None:
+        """The newest run (or task group) for ``key`` that completed or is still active. A
+        completed run whose result was never stored (interrupted before it arrived) is returned
+        too: its result is fetched, not paid for again. Failed and cancelled runs are ignored,
+        so re-running a failed cell creates a new run."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM runs WHERE key = ? AND kind = 'run' AND "
+            f"SELECT {_COLUMNS} FROM runs WHERE key = ? AND kind = ? AND "
             "(status = 'completed' OR is_active = 1) "
             f"{_NEWEST_FIRST} LIMIT 1",
-            (key,),
+            (key, kind),
         )
         return StoredRun.from_row(rows[0]) if rows else None
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..runs.batch_state import BatchState, fold_batch
+from ..runs.batch_state import BatchState, Labeller, fold_batch
 from ..runs.runner import MAX_REFRESH_HZ, check_refresh_hz
 from . import html
 from .panel import InPlaceHtml, LivePanel, progress_bar
@@ -100,9 +100,11 @@ class BatchFeed:
         view: BatchView | None,
         *,
         refresh_hz: float = MAX_REFRESH_HZ,
+        label: Labeller | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = BatchState()
+        self._label = label
         self._view = view
         self._throttle = Throttle(refresh_hz)
         self._clock = clock
@@ -110,7 +112,7 @@ class BatchFeed:
 
     def __call__(self, event: Event) -> None:
         now = self._clock()
-        self.state = fold_batch(self.state, event, now)
+        self.state = fold_batch(self.state, event, now, self._label)
         self._dirty = True
         if self._throttle.due(now):
             self._draw()

@@ -521,13 +521,13 @@ def batch_rate_html(state: BatchState) -> str:
 
 
 def batch_failures_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:
-    """The newest failures: run id and error message, one per line."""
+    """The newest failures: the run's row label and error message, one per line."""
     lines = [
         _div(
-            f"<code>{snippet(run_id, MAX_LINK_TEXT)}</code> {snippet(message, max_chars)}",
+            f"<code>{snippet(label, MAX_LINK_TEXT)}</code> {snippet(message, max_chars)}",
             f"color:{_ERROR_COLOR}",
         )
-        for run_id, message in state.failures
+        for label, message in state.failures
     ]
     if not lines:
         return ""
@@ -537,21 +537,21 @@ def batch_failures_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:
 
 
 def batch_preview_html(state: BatchState, *, max_chars: int = 80) -> str:
-    """The newest completed runs: run id and the first few output fields (no links)."""
+    """The newest completed runs: row label and the first few output fields (no links)."""
     if not state.preview:
         return ""
     cells = [
         (
-            f"<code>{snippet(run_id, MAX_LINK_TEXT)}</code>",
+            f"<code>{snippet(label, MAX_LINK_TEXT)}</code>",
             " · ".join(
                 f'<span style="{_MUTED}">{snippet(name, 40)}</span> '
                 f"{snippet(_value_text(value), max_chars)}"
                 for name, value in fields
             ),
         )
-        for run_id, fields in state.preview
+        for label, fields in state.preview
     ]
-    return _table((("run", _NOWRAP), ("latest answers", "min-width:12em")), cells)
+    return _table((("row", _NOWRAP), ("latest answers", "min-width:12em")), cells)
 
 
 def batch_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:

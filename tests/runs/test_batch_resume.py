@@ -4,7 +4,7 @@ and every row completes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +12,7 @@ import pytest
 from scripted_api import COMPANIES
 
 from parallel_nb.api.client import Client
-from parallel_nb.api.models import Event, TaskRequest
+from parallel_nb.api.models import Event
 from parallel_nb.emulator import EmulatorHandle, start_emulator
 from parallel_nb.runs.batch import (
     BatchPlan,
@@ -41,10 +41,24 @@ class StopAfterRun(StoreRecorder):
         super().__init__(store, endpoint)
         self.last = last
 
-    def run(self, taskgroup_id: str, run_id: str, number: int, request: TaskRequest) -> None:
-        super().run(taskgroup_id, run_id, number, request)
-        if number == self.last:
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        super().runs(taskgroup_id, plan, added)
+        if any(number == self.last for number, _ in added):
             raise Interrupted
+
+
+class StopBeforeRecording(StoreRecorder):
+    """Interrupts after add-runs answered for request ``first`` but before that answer is
+    recorded: the runs exist on the service and nowhere in the store."""
+
+    def __init__(self, store: RunStore, endpoint: str, first: int) -> None:
+        super().__init__(store, endpoint)
+        self.first = first
+
+    def runs(self, taskgroup_id: str, plan: BatchPlan, added: Sequence[tuple[int, str]]) -> None:
+        if any(number == self.first for number, _ in added):
+            raise Interrupted
+        super().runs(taskgroup_id, plan, added)
 
 
 class StopAfterGroup(StoreRecorder):
@@ -121,6 +135,24 @@ def test_interrupted_after_the_first_chunk_resumes_without_recreating_runs(
         assert slow.stats()["runs_created"] == before + ROWS  # none twice
         group = store.get(taskgroup_id)
         assert group is not None and group.status == "completed" and not group.is_active
+
+
+def test_runs_created_but_never_recorded_are_found_by_input_not_bought_again(
+    api: Client, slow: EmulatorHandle, plan: BatchPlan, tmp_path: Path
+) -> None:
+    path = tmp_path / "runs.sqlite3"
+    before = slow.stats()["runs_created"]
+    with RunStore(path) as store, pytest.raises(Interrupted):
+        run_batch(api, plan, chunk_size=20, recorder=StopBeforeRecording(store, slow.base_url, 20))
+    assert slow.stats()["runs_created"] == before + ROWS
+    with RunStore(path) as store:
+        assert sorted(store.group_runs(the_group(store))) == list(range(20))
+
+    adds = add_requests(slow)
+    _, store = resume(api, plan, path, slow.base_url)
+    store.close()
+    assert add_requests(slow) == adds  # the second chunk's runs were matched, not re-added
+    assert slow.stats()["runs_created"] == before + ROWS
 
 
 def test_interrupted_while_following_resumes_without_adding_runs(

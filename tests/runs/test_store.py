@@ -26,6 +26,7 @@ from parallel_nb.runs.store import (
     SCHEMA_VERSION,
     RunStore,
     StoredRun,
+    batch_key,
     default_store_path,
     request_key,
 )
@@ -470,9 +471,8 @@ def test_eight_threads_write_at_once(store: RunStore) -> None:
 
 def test_a_group_is_recorded_with_its_runs_by_request_number(store: RunStore) -> None:
     store.record_group("tgrp_1", "core", 40, ENDPOINT + "/")
-    store.record_group_run("tgrp_1", "trun_a", 0)
-    store.record_group_run("tgrp_1", "trun_b", 7)
-    store.record_group_run("tgrp_2", "trun_c", 0)
+    store.record_group_runs("tgrp_1", [(0, "trun_a"), (7, "trun_b")])
+    store.record_group_runs("tgrp_2", [(0, "trun_c")])
     group = store.get("tgrp_1")
     assert group is not None and group.kind == "group" and group.is_active
     assert group.processor == "core" and group.input_preview == "40 rows"
@@ -486,6 +486,35 @@ def test_a_group_is_recorded_with_its_runs_by_request_number(store: RunStore) ->
     done = store.get("tgrp_1")
     assert done is not None and done.status == "completed" and not done.is_active
     assert done.created_at == group.created_at
+
+
+def test_a_batch_finds_its_group_by_key_and_keeps_its_recipe(store: RunStore) -> None:
+    requests = [TaskRequest("lite", "Stripe"), TaskRequest("lite", "Figma")]
+    spec = {"output_schema": {"type": "text"}}
+    key = batch_key(requests, spec, ENDPOINT)
+    assert key == batch_key(requests, spec, ENDPOINT + "/")
+    assert key != batch_key(requests[::-1], spec, ENDPOINT)  # request numbers would differ
+    assert key != batch_key(requests, None, ENDPOINT)
+    assert key != batch_key(requests, spec, "https://elsewhere.example")
+
+    recipe = {"input": "Research {{company}}", "output": "ceo", "over": "companies"}
+    store.record_group("tgrp_1", "lite", 2, ENDPOINT, key=key, recipe=recipe)
+    found = store.find(key, kind="group")
+    assert found is not None and found.run_id == "tgrp_1" and found.request == recipe
+    assert store.find(key) is None  # a single run's lookup never answers with a group
+
+    store.record_group_status("tgrp_1", "completed", is_active=False)
+    assert store.find(key, kind="group") is not None
+    store.clear_cache()
+    assert store.find(key, kind="group") is None
+    assert store.get("tgrp_1").request == recipe  # type: ignore[union-attr]
+
+
+def test_a_group_recipe_is_not_kept_without_input(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.sqlite3", keep_input="none") as runs:
+        runs.record_group("tgrp_1", "lite", 2, ENDPOINT, key="k", recipe={"input": "secret"})
+        group = runs.get("tgrp_1")
+        assert group is not None and group.request is None and group.key == "k"
 
 
 def test_a_group_is_never_a_cache_entry(store: RunStore) -> None:
@@ -511,7 +540,7 @@ def test_a_version_1_file_is_migrated_keeping_its_runs(tmp_path: Path) -> None:
     with RunStore(path) as runs:
         found = runs.find(key)
         assert found is not None and found.run_id == "trun_1" and found.result is not None
-        runs.record_group_run("tgrp_1", "trun_2", 0)
+        runs.record_group_runs("tgrp_1", [(0, "trun_2")])
         assert runs.group_runs("tgrp_1") == {0: "trun_2"}
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
