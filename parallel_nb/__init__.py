@@ -192,6 +192,7 @@ def enrich(
     *,
     widget: bool = ...,
     chunk_size: int = ...,
+    refresh: bool = ...,
     with_basis: Literal[False] = ...,
 ) -> pd.DataFrame: ...
 
@@ -205,6 +206,7 @@ def enrich(
     *,
     widget: bool = ...,
     chunk_size: int = ...,
+    refresh: bool = ...,
     with_basis: Literal[True],
 ) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
@@ -217,6 +219,7 @@ def enrich(
     *,
     widget: bool = True,
     chunk_size: int = 1000,
+    refresh: bool = False,
     with_basis: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Research every row of ``df`` in one task group; the live batch panel shows in a notebook.
@@ -224,7 +227,9 @@ def enrich(
     ``input`` is a template over the columns (``"Research {{name}} ({{website}})"``); None
     sends each row itself as a JSON object. ``output`` is a spec as for :func:`run`. Rows
     with identical inputs are researched once. Runs are added ``chunk_size`` at a time (at
-    most 1,000) and recorded in the run store as they are created.
+    most 1,000) and recorded in the run store as they are created, so calling ``enrich``
+    again with the same rows resumes an interrupted batch (adding only the runs it lacks) or
+    re-reads a completed one; ``refresh=True`` researches every row again.
 
     Returns ``df`` (index and order kept) with one column per output field, its
     ``<field>_confidence`` and ``<field>_citations``, and ``_error`` for rows whose run
@@ -235,7 +240,15 @@ def enrich(
     from .runs.batch import plan_batch
 
     plan = plan_batch(df, input_template=input, output=output, processor=processor)
-    result = _run_plan(plan, store=_store(), widget=widget, chunk_size=chunk_size)
+    recipe = {"input": input, "output": output}
+    result = _run_plan(
+        plan,
+        store=_store(),
+        widget=widget,
+        chunk_size=chunk_size,
+        refresh=refresh,
+        recipe=recipe,
+    )
     enriched = result.frame(df)
     return (enriched, result.basis_df) if with_basis else enriched
 
@@ -247,21 +260,37 @@ def _run_plan(
     widget: bool,
     chunk_size: int = 1000,
     refresh_hz: float | None = None,
+    refresh: bool = False,
+    refresh_hint: str = "refresh=True",
+    recipe: Mapping[str, Any] | None = None,
+    taskgroup_id: str | None = None,
 ) -> BatchResult:
-    """Run ``plan`` as one recorded task group, drawn live by the batch view that fits here."""
+    """Run ``plan`` as one recorded task group, drawn live by the batch view that fits here:
+    an identical batch resumes (or re-reads) its group, ``taskgroup_id`` attaches to that one."""
     from .config import get_client, get_settings
-    from .runs.batch import run_batch, store_recorder
+    from .runs.batch_tracking import find_batch, group_to_attach, submit_batch
     from .runs.runner import MAX_REFRESH_HZ
     from .view.batch_panel import BatchFeed
 
-    feed = BatchFeed(_batch_view(widget), refresh_hz=refresh_hz or MAX_REFRESH_HZ)
-    recorder = store_recorder(store, get_settings().endpoint)
-    try:
-        return run_batch(
-            get_client(), plan, chunk_size=chunk_size, on_event=feed, recorder=recorder
+    client, endpoint = get_client(), get_settings().endpoint
+    if taskgroup_id is None:
+        start = find_batch(
+            client, store, plan, endpoint=endpoint, refresh=refresh, refresh_hint=refresh_hint
         )
-    finally:
-        feed.close()
+    else:
+        start = group_to_attach(store, taskgroup_id, plan)
+    return submit_batch(
+        client,
+        plan,
+        start,
+        store=store,
+        endpoint=endpoint,
+        new_feed=lambda label: BatchFeed(
+            _batch_view(widget), refresh_hz=refresh_hz or MAX_REFRESH_HZ, label=label
+        ),
+        recipe=recipe,
+        chunk_size=chunk_size,
+    )
 
 
 def _batch_view(widget: bool) -> BatchView | None:

@@ -36,9 +36,10 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from .api.errors import ParallelError, RunFailed
 from .api.processors import PROCESSORS, get_processor
+from .api.validation import LIMITS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import pandas as pd
 
@@ -177,6 +178,13 @@ class ParallelMagics(Magics):
         metavar="DATAFRAME",
         help="Enrich this DataFrame: one run per row (identical inputs once) in one task "
         "group; the body is a template over its columns, or empty to send each row as JSON.",
+    )
+    @argument(
+        "--chunk-size",
+        type=_count,
+        metavar="N",
+        help=f"With --over: add runs to the task group N at a time (at most "
+        f"{LIMITS.group_inputs_per_request:,} per request, the default).",
     )
     @argument(
         "--widget",
@@ -319,6 +327,8 @@ class ParallelMagics(Magics):
         if args.over is not None:
             enriched = self._enrich(body, processor or self.processor, args, var)
             return None if silenced else enriched
+        if args.chunk_size is not None:
+            raise UsageError("--chunk-size applies to batches only; use it with --over DATAFRAME")
         request = self._build(body, processor or self.processor, args)
         for warning in _request_warnings(request, body):
             print(f"parallel-nb: warning: {warning}", file=sys.stderr)
@@ -413,50 +423,84 @@ class ParallelMagics(Magics):
         self, body: str, processor: str, args: Namespace, var: str | None
     ) -> pd.DataFrame | None:
         """``--over``: plan one run per row of the named DataFrame, then run or describe it."""
-        from . import _run_plan
-        from .runs.batch import plan_batch
-        from .spec import SpecError
         from .spec.grammar import split_body
 
         _reject_batch_options(args)
-        df = self._dataframe(args.over)
-        try:
-            template, spec = split_body(body)
-            plan = plan_batch(
-                df,
-                input_template=None if template.is_blank else template.text,
-                output=None if spec is None else spec.text,
-                processor=processor,
+        limit = LIMITS.group_inputs_per_request
+        if args.chunk_size is not None and args.chunk_size > limit:
+            raise UsageError(
+                f"--chunk-size {args.chunk_size}: the API accepts at most {limit:,} runs per "
+                f"request; use a number from 1 to {limit:,}"
             )
-        except SpecError as exc:
-            raise UsageError(f"--over {args.over}: {exc}") from None
+        df = self._dataframe(args.over, "--over")
+        template, spec = split_body(body)
+        recipe = {
+            "input": None if template.is_blank else template.text,
+            "output": None if spec is None else spec.text,
+            "over": args.over,
+        }
+        plan = _plan(df, recipe, processor, f"--over {args.over}")
         if args.dry_run:
             print(_batch_dry_run_text(plan))
             return None
-        widget = _given(args.widget, self.widget)
-        result = _run_plan(plan, store=self.store(), widget=widget, refresh_hz=self.refresh_hz)
+        return self._run_batch(
+            df, plan, var, chunk_size=args.chunk_size, refresh=args.refresh, recipe=recipe
+        )
+
+    def _run_batch(
+        self,
+        df: pd.DataFrame,
+        plan: BatchPlan,
+        var: str | None,
+        *,
+        chunk_size: int | None = None,
+        widget: bool | None = None,
+        refresh: bool = False,
+        recipe: dict[str, Any] | None = None,
+        taskgroup_id: str | None = None,
+    ) -> pd.DataFrame | None:
+        """Run (or resume, or attach to) the batch; the enriched frame goes to ``var`` and its
+        citations to ``var_basis``, or is the cell's value without ``var``."""
+        from . import _run_plan
+
+        try:
+            result = _run_plan(
+                plan,
+                store=self.store(),
+                widget=_given(widget, self.widget),
+                chunk_size=chunk_size or LIMITS.group_inputs_per_request,
+                refresh_hz=self.refresh_hz,
+                refresh=refresh,
+                refresh_hint="--refresh",
+                recipe=recipe,
+                taskgroup_id=taskgroup_id,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         enriched = result.frame(df)
         if var is None:
             return enriched
-        self.shell.push({var: enriched})
+        basis = f"{var}_basis"
+        self.shell.push({var: enriched, basis: result.basis_df})
         print(
-            f"parallel-nb: {len(df)} rows enriched into {var} ({len(plan.requests)} runs, "
-            f"{result.failed} failed; task group {result.taskgroup_id})"
+            f"parallel-nb: {len(df)} rows enriched into {var}, their citations into {basis} "
+            f"({len(plan.requests)} runs, {result.failed} failed; task group "
+            f"{result.taskgroup_id})"
         )
         return None
 
-    def _dataframe(self, name: str) -> pd.DataFrame:
+    def _dataframe(self, name: str, option: str) -> pd.DataFrame:
         import pandas as pd
 
         if name not in self.shell.user_ns:
             raise UsageError(
-                f"--over {name}: there is no variable of that name; pass the name of a "
+                f"{option} {name}: there is no variable of that name; pass the name of a "
                 "pandas DataFrame defined in the notebook"
             )
         value = self.shell.user_ns[name]
         if not isinstance(value, pd.DataFrame):
             raise UsageError(
-                f"--over {name}: {name} is a {type(value).__name__}, not a pandas DataFrame; "
+                f"{option} {name}: {name} is a {type(value).__name__}, not a pandas DataFrame; "
                 f"convert it first, e.g. {name} = pd.DataFrame({name})"
             )
         return value
@@ -485,11 +529,13 @@ class ParallelMagics(Magics):
 
         return get_store(self.store_path, self.keep_input)
 
-    def _attach(self, args: Namespace) -> TaskResult | RunHandle | None:
+    def _attach(self, args: Namespace) -> TaskResult | RunHandle | pd.DataFrame | None:
         if args.run_id.startswith("tgrp_"):
+            return self._attach_group(args)
+        if args.over is not None:
             raise UsageError(
-                f"{args.run_id} is a task group; %parallel attach follows single runs (trun_...). "
-                "Task groups come with DataFrame enrichment, which is not available yet"
+                f"--over is for task groups (tgrp_...); {args.run_id} is a single run, "
+                f"attach to it without --over"
             )
         if args.var is not None:
             _check_var(args.var)
@@ -522,6 +568,39 @@ class ParallelMagics(Magics):
             )
 
         return self._deliver(start, None, args.var)
+
+    def _attach_group(self, args: Namespace) -> pd.DataFrame | None:
+        """Resume or re-read a recorded batch: rows from the DataFrame it was started with,
+        template and spec from its record."""
+        taskgroup_id = args.run_id
+        if args.bg or args.timeout is not None:
+            raise UsageError(
+                f"--bg and --timeout follow single runs; attaching to {taskgroup_id} runs in "
+                "the cell (Ctrl-C stops watching, attach again to go on)"
+            )
+        if args.var is not None:
+            _check_var(args.var)
+        stored = self.store().get(taskgroup_id)
+        if stored is None or stored.kind != "group":
+            raise UsageError(
+                f"{taskgroup_id} is not a task group recorded in this run store "
+                f"({self.store().path}); attach ties rows to runs through that record"
+            )
+        recipe = stored.request
+        if recipe is None:
+            raise UsageError(
+                f"the run store keeps no recipe for {taskgroup_id} (keep_input='none'); run the "
+                "--over cell that started it again: an identical batch resumes its group"
+            )
+        over = args.over or recipe.get("over")
+        if over is None:
+            raise UsageError(
+                f"name the DataFrame {taskgroup_id} was started with: "
+                f"%parallel attach {taskgroup_id} --over DATAFRAME"
+            )
+        df = self._dataframe(over, "--over")
+        plan = _plan(df, recipe, stored.processor, f"--over {over}")
+        return self._run_batch(df, plan, args.var, taskgroup_id=taskgroup_id)
 
     def _history(self, limit: int) -> pd.DataFrame:
         from .runs.tracking import history_frame
@@ -631,12 +710,22 @@ def _line_parser() -> MagicArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (
-        ("attach", "follow a run live again by id, and get its result"),
+        ("attach", "follow a run (or a batch) live again by id, and get its result"),
         ("result", "the same as attach"),
     ):
         follow = commands.add_parser(name, help=text)
-        follow.add_argument("run_id", metavar="RUN_ID", help="the run id, trun_...")
-        follow.add_argument("var", nargs="?", metavar="VAR", help="store the TaskResult here")
+        follow.add_argument(
+            "run_id", metavar="RUN_ID", help="the run id, trun_..., or a batch's tgrp_..."
+        )
+        follow.add_argument(
+            "var", nargs="?", metavar="VAR", help="store the TaskResult (or enriched frame) here"
+        )
+        follow.add_argument(
+            "--over",
+            metavar="DATAFRAME",
+            help="for a tgrp_...: the DataFrame the batch was started with (default: the "
+            "variable named when it started)",
+        )
         follow.add_argument(
             "--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after this long"
         )
@@ -763,7 +852,6 @@ _SINGLE_RUN_OPTIONS = (
     ("--location", "location", None),
     ("--events/--no-events", "enable_events", None),
     ("--no-interpolate", "no_interpolate", False),
-    ("--refresh", "refresh", False),
     ("--bg", "bg", False),
 )
 
@@ -775,6 +863,19 @@ def _reject_batch_options(args: Namespace) -> None:
             f"{', '.join(given)} cannot be used with --over (they apply to single runs); "
             "remove them from the line"
         )
+
+
+def _plan(df: pd.DataFrame, recipe: Mapping[str, Any], processor: str, where: str) -> BatchPlan:
+    """The batch of ``df``'s rows from a recipe's input template and output spec."""
+    from .runs.batch import plan_batch
+    from .spec import SpecError
+
+    try:
+        return plan_batch(
+            df, input_template=recipe["input"], output=recipe["output"], processor=processor
+        )
+    except SpecError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _request_warnings(request: TaskRequest, cell: str) -> list[str]:

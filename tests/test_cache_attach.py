@@ -237,9 +237,16 @@ def test_attach_in_the_background_returns_a_handle(
     assert handle.result(60).output
 
 
-def test_attach_to_a_task_group_says_it_is_not_available_yet(ip: InteractiveShell) -> None:
-    with pytest.raises(UsageError, match=r"task group.*DataFrame enrichment.*not available yet"):
+def test_attach_to_a_task_group_this_store_never_recorded_is_refused(
+    ip: InteractiveShell,
+) -> None:
+    with pytest.raises(UsageError, match=r"tgrp_0123456789abcdef is not a task group recorded"):
         ip.run_line_magic("parallel", "attach tgrp_0123456789abcdef")
+
+
+def test_over_is_refused_when_attaching_to_a_single_run(ip: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match=r"--over is for task groups"):
+        ip.run_line_magic("parallel", "attach trun_0123456789abcdef --over frame")
 
 
 # -- %parallel history / cache clear -------------------------------------------------------------

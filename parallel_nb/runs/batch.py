@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..api.errors import StreamInterrupted
+from ..api.errors import ParallelError, StreamInterrupted
 from ..api.models import Event, GroupStatusEvent, StateEvent, TaskOutput, TaskRequest
-from ..api.validation import validate_run_input
+from ..api.validation import LIMITS, validate_run_input
 from ..spec import SpecError, input_from_value, output_to_task_spec
 from ..spec.grammar import Section, parse_input
 from ..spec.interpolate import interpolate
 from ..spec.schema import describe
 from ..view.frames import CONFIDENCE_LEVELS, basis_rows
+from .batch_state import MAX_PREVIEW
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,9 +50,16 @@ __all__ = [
     "store_recorder",
 ]
 
-MAX_RUNS_PER_REQUEST = 1000
+MAX_RUNS_PER_REQUEST = LIMITS.group_inputs_per_request
 """The most runs the API accepts in one add-runs request."""
 
+PREVIEW_RUNS = MAX_PREVIEW
+"""The most answers fetched at a time for the live preview."""
+PREVIEW_SECONDS = 2.0
+"""The least time between two fetches of answers for the live preview."""
+
+# The run has completed, so its result is there at once unless the service is struggling.
+_PREVIEW_TIMEOUT = 5.0
 # A stream that drops this many times in a row without delivering anything is not coming back.
 _MAX_EMPTY_RECONNECTS = 5
 _RESULT_STATUSES = ("completed", "failed")
@@ -434,7 +444,7 @@ def _finish(
             recorder.runs(result.taskgroup_id, result.plan, found)
     _add_runs(client, result, chunk_size, recorder)
     _follow(client, result.taskgroup_id, on_event)
-    result.outcomes = _collect(client, result)
+    result.outcomes = _collect(client, result, on_event)
     recorder.finished(result)
     return result
 
@@ -485,8 +495,37 @@ def _input_key(processor: Any, value: Any) -> str:
     return json.dumps([processor, value], sort_keys=True, ensure_ascii=False)
 
 
+class _Answers:
+    """Fetches the answers of the newest completed runs now and then while a batch is being
+    followed, for the live preview: the group's events say that a run ended, not what it
+    found. At most :data:`PREVIEW_RUNS` results every :data:`PREVIEW_SECONDS` seconds."""
+
+    def __init__(self, client: Client, on_event: Callable[[Event], None]) -> None:
+        self._client = client
+        self._on_event = on_event
+        self._pending: deque[str] = deque(maxlen=PREVIEW_RUNS)
+        self._last = time.monotonic()
+
+    def saw(self, event: Event) -> None:
+        if isinstance(event, StateEvent) and event.run.status == "completed":
+            self._pending.append(event.run.run_id)
+        now = time.monotonic()
+        if self._pending and now - self._last >= PREVIEW_SECONDS:
+            self._last = now
+            while self._pending:
+                self._fetch(self._pending.popleft())
+
+    def _fetch(self, run_id: str) -> None:
+        try:
+            result = self._client.result(run_id, timeout=_PREVIEW_TIMEOUT)
+        except ParallelError:
+            return  # only a preview: the answer is collected with the others at the end
+        self._on_event(StateEvent(run=result.run, output=result.output))
+
+
 def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None] | None) -> None:
     """Read the group's events until it is idle, resuming after the last event on a drop."""
+    answers = _Answers(client, on_event) if on_event is not None else None
     last_event_id: str | None = None
     empty_drops = 0
     while True:
@@ -501,6 +540,8 @@ def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None]
                         idle = not event.status.is_active
                     if on_event is not None:
                         on_event(event)
+                    if answers is not None:
+                        answers.saw(event)
         except StreamInterrupted:
             empty_drops = 0 if delivered else empty_drops + 1
             if empty_drops >= _MAX_EMPTY_RECONNECTS:
@@ -511,14 +552,24 @@ def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None]
             return
 
 
-def _collect(client: Client, result: BatchResult) -> list[RunOutcome | None]:
+def _collect(
+    client: Client, result: BatchResult, on_event: Callable[[Event], None] | None
+) -> list[RunOutcome | None]:
+    """Every run's outcome from the group's runs streams; the last few answers also go to
+    ``on_event``, so the preview ends with answers however fast the batch was."""
     numbers = {run_id: n for n, run_id in enumerate(result.run_ids) if run_id is not None}
     outcomes: list[RunOutcome | None] = [None] * len(result.run_ids)
+    latest: deque[StateEvent] = deque(maxlen=PREVIEW_RUNS)
     for status in _RESULT_STATUSES:
         for event in _group_runs(client, result.taskgroup_id, status):
             number = numbers.get(event.run.run_id)
             if number is not None:
                 outcomes[number] = _outcome(event)
+                if event.output is not None:
+                    latest.append(event)
+    if on_event is not None:
+        for event in latest:
+            on_event(event)
     return outcomes
 
 

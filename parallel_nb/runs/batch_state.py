@@ -133,15 +133,17 @@ def _fold_group(state: BatchState, event: GroupStatusEvent) -> BatchState:
 
 def _fold_run(state: BatchState, event: StateEvent, label: Labeller) -> BatchState:
     run = event.run
+    if run.status == "completed":
+        # The group's events carry no answers: a run is counted when it ends and previewed
+        # when its answer arrives (fetched for the preview, or collected at the end).
+        if run.run_id not in state.seen_completed:
+            state = dataclasses.replace(state, seen_completed=state.seen_completed | {run.run_id})
+        if event.output is None:
+            return state
+        preview = _newest(state.preview, (label(run.run_id), _fields(event)), state.max_preview)
+        return dataclasses.replace(state, preview=preview)
     if run.run_id in state.seen_completed or run.run_id in state.seen_failed:
         return state
-    if run.status == "completed":
-        preview = (label(run.run_id), _fields(event))
-        return dataclasses.replace(
-            state,
-            seen_completed=state.seen_completed | {run.run_id},
-            preview=_newest(state.preview, preview, state.max_preview),
-        )
     if run.status in _FAILED_STATUSES:
         message = run.error.message if run.error and run.error.message else f"run {run.status}"
         return dataclasses.replace(
@@ -165,4 +167,8 @@ def _fields(event: StateEvent) -> tuple[tuple[str, Any], ...]:
 
 
 def _newest(kept: tuple[Any, ...], item: Any, limit: int) -> tuple[Any, ...]:
-    return (*kept, item)[-limit:] if limit > 0 else ()
+    """``kept`` with ``item`` last (an older entry for the same label replaced), at most
+    ``limit`` long."""
+    if limit <= 0:
+        return ()
+    return (*(k for k in kept if k[0] != item[0]), item)[-limit:]

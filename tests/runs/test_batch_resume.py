@@ -12,10 +12,12 @@ import pytest
 from scripted_api import COMPANIES
 
 from parallel_nb.api.client import Client
-from parallel_nb.api.models import Event
+from parallel_nb.api.models import Event, GroupStatusEvent, StateEvent
 from parallel_nb.emulator import EmulatorHandle, start_emulator
+from parallel_nb.runs import batch
 from parallel_nb.runs.batch import (
     BatchPlan,
+    RowLabels,
     StoreRecorder,
     plan_batch,
     resume_batch,
@@ -197,3 +199,35 @@ def test_interrupted_right_after_the_group_was_created_loses_nothing(
 def test_resume_refuses_run_ids_the_plan_has_no_request_for(api: Client, plan: BatchPlan) -> None:
     with pytest.raises(ValueError, match=r"request numbers \[40\].*has 40 requests.*the plan"):
         resume_batch(api, plan, "tgrp_unknown", {0: "trun_a", 40: "trun_b"})
+
+
+def test_answers_reach_the_live_view_while_the_batch_runs(
+    api: Client, slow: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch, "PREVIEW_SECONDS", 0.0)  # fetch as soon as a run ends
+    df = frame().iloc[:12]
+    seen: list[Event] = []
+    run_batch(
+        api,
+        plan_batch(df, input_template=None, output=OUTPUT, processor="lite"),
+        on_event=seen.append,
+    )
+
+    idle = max(
+        i for i, e in enumerate(seen) if isinstance(e, GroupStatusEvent) and not e.status.is_active
+    )
+    answered = [e for e in seen[:idle] if isinstance(e, StateEvent) and e.output is not None]
+    assert answered, "no answer was fetched while the group was still running"
+    assert all(e.run.status == "completed" for e in answered)
+    # The last answers also arrive after collection, so a fast batch ends with a preview too.
+    assert any(isinstance(e, StateEvent) and e.output is not None for e in seen[idle:])
+
+
+def test_row_labels_name_each_run_by_its_first_row() -> None:
+    df = pd.DataFrame({"company": ["Stripe", "Figma", "Stripe"]}, index=["a", "b", "c"])
+    plan = plan_batch(df, input_template=None, output=None, processor="lite")
+    labels = RowLabels(plan, {1: "trun_figma"})
+    labels.runs("tgrp_1", plan, [(0, "trun_stripe")])
+    assert labels("trun_stripe") == "a (+1 identical)"
+    assert labels("trun_figma") == "b"
+    assert labels("trun_other") == "trun_other"

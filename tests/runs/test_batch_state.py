@@ -93,9 +93,23 @@ def test_the_preview_keeps_the_first_few_fields_of_completed_runs() -> None:
     assert text.preview == (("trun_3", (("output", "a report"),)),)
 
 
-def test_a_completed_run_without_output_is_previewed_by_its_id() -> None:
-    state = replay([(0.0, ended("trun_4", "completed"))])
-    assert state.preview == (("trun_4", ()),)
+def test_a_run_is_counted_when_it_ends_and_previewed_when_its_answer_arrives() -> None:
+    state = replay([(0.0, ended("trun_4", "completed"))])  # the group's events carry no output
+    assert state.completed == 1 and state.preview == ()
+    state = replay([(1.0, ended("trun_4", "completed", content={"ceo": "Ada"}))], state)
+    assert state.completed == 1
+    assert state.preview == (("trun_4", (("ceo", "Ada"),)),)
+    again = replay([(2.0, ended("trun_4", "completed", content={"ceo": "Ada"}))], state)
+    assert again.preview == state.preview  # one line per row, however often it arrives
+
+
+def test_runs_are_named_by_their_rows_when_a_labeller_is_given() -> None:
+    labels = {"trun_1": "STRIPE", "trun_2": "FIG (+1 identical)"}
+    state = BatchState()
+    for now, event in SCRIPT:
+        state = fold_batch(state, event, now, labels.__getitem__)
+    assert [label for label, _ in state.preview] == ["STRIPE"]
+    assert state.failures == (("FIG (+1 identical)", "boom: <script>alert(1)</script>"),)
 
 
 def test_a_replayed_end_is_not_counted_twice() -> None:
