@@ -122,10 +122,15 @@ def test_a_bad_row_is_a_one_line_usage_error_and_sends_nothing(
 
 
 ADD_RUNS = "POST /v1/tasks/groups/{group_id}/runs"
+GROUP_EVENTS = "GET /v1/tasks/groups/{group_id}/events"
 
 
 def add_requests(emulator: EmulatorHandle) -> int:
     return sum(emulator.stats()["requests"].get(ADD_RUNS, {}).values())
+
+
+def event_streams(emulator: EmulatorHandle) -> int:
+    return sum(emulator.stats()["requests"].get(GROUP_EVENTS, {}).values())
 
 
 def many(rows: int) -> pd.DataFrame:
@@ -167,10 +172,13 @@ def test_running_the_same_batch_again_reads_its_group_instead_of_paying_twice(
     body = f"Research {{{{company}}}} #{{{{n}}}}\n---\n{OUTPUT}\n"
     first = ip.run_cell_magic("parallel", "lite --over rows", body)
     created = runs_created(emulator)
+    follows = event_streams(emulator)
+    assert follows > 0
     capsys.readouterr()
 
     again = ip.run_cell_magic("parallel", "lite --over rows", body)
     assert runs_created(emulator) == created
+    assert event_streams(emulator) == follows  # an idle group's history is not replayed
     pd.testing.assert_frame_equal(again, first)
     assert "reading its results again, no run is created (--refresh" in capsys.readouterr().out
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..api.errors import ParallelError, StreamInterrupted
-from ..api.models import Event, GroupStatusEvent, StateEvent, TaskOutput, TaskRequest
+from ..api.models import (
+    Event,
+    GroupStatusEvent,
+    StateEvent,
+    TaskGroupStatus,
+    TaskOutput,
+    TaskRequest,
+)
 from ..api.validation import LIMITS, validate_run_input
 from ..spec import SpecError, input_from_value, output_to_task_spec
 from ..spec.grammar import Section, parse_input
@@ -442,8 +449,14 @@ def _finish(
         found = _reconcile(client, result)
         if found:
             recorder.runs(result.taskgroup_id, result.plan, found)
-    _add_runs(client, result, chunk_size, recorder)
-    _follow(client, result.taskgroup_id, on_event)
+    status = _add_runs(client, result, chunk_size, recorder)
+    if status is None:
+        status = client.retrieve_group(result.taskgroup_id).status
+    if _still_going(status, result):
+        _follow(client, result.taskgroup_id, on_event)
+    elif on_event is not None:
+        # Every run has already ended (a re-read, a fast batch): its history is not replayed.
+        on_event(GroupStatusEvent(event_id=None, status=status))
     result.outcomes = _collect(client, result, on_event)
     recorder.finished(result)
     return result
@@ -451,8 +464,10 @@ def _finish(
 
 def _add_runs(
     client: Client, result: BatchResult, chunk_size: int, recorder: BatchRecorder
-) -> None:
-    """Add the requests that have no run yet, recording each answer before the next request."""
+) -> TaskGroupStatus | None:
+    """Add the requests that have no run yet, recording each answer before the next request.
+    Returns the group's status after the last request (None if none was needed)."""
+    status: TaskGroupStatus | None = None
     requests = result.plan.requests
     missing = [n for n, run_id in enumerate(result.run_ids) if run_id is None]
     for start in range(0, len(missing), chunk_size):
@@ -468,6 +483,14 @@ def _add_runs(
         for number, run_id in pairs:
             result.run_ids[number] = run_id
         recorder.runs(result.taskgroup_id, result.plan, pairs)
+        status = added.status
+    return status
+
+
+def _still_going(status: TaskGroupStatus, result: BatchResult) -> bool:
+    """Whether the group may still have runs to end. A status that does not count every run
+    yet is stale (the service may skip recomputing it for bulk adds): assume it is going."""
+    return status.is_active or status.num_task_runs < sum(1 for r in result.run_ids if r)
 
 
 def _reconcile(client: Client, result: BatchResult) -> list[tuple[int, str]]:
@@ -555,8 +578,8 @@ def _follow(client: Client, taskgroup_id: str, on_event: Callable[[Event], None]
 def _collect(
     client: Client, result: BatchResult, on_event: Callable[[Event], None] | None
 ) -> list[RunOutcome | None]:
-    """Every run's outcome from the group's runs streams; the last few answers also go to
-    ``on_event``, so the preview ends with answers however fast the batch was."""
+    """Every run's outcome from the group's runs streams; failures and the last few answers
+    also go to ``on_event``, so the view ends complete however the group was followed."""
     numbers = {run_id: n for n, run_id in enumerate(result.run_ids) if run_id is not None}
     outcomes: list[RunOutcome | None] = [None] * len(result.run_ids)
     latest: deque[StateEvent] = deque(maxlen=PREVIEW_RUNS)
@@ -567,6 +590,8 @@ def _collect(
                 outcomes[number] = _outcome(event)
                 if event.output is not None:
                     latest.append(event)
+                elif on_event is not None:
+                    on_event(event)  # a failure, counted once by the view however it arrives
     if on_event is not None:
         for event in latest:
             on_event(event)

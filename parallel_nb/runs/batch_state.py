@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rpds import HashTrieSet
+
 from ..api.models import Event, GroupStatusEvent, StateEvent
 
 MAX_FAILURES = 5
@@ -44,9 +46,11 @@ class BatchState:
     events: int = 0
     max_failures: int = MAX_FAILURES
     max_preview: int = MAX_PREVIEW
-    # Runs whose end this state has counted, so a replayed end is not counted again.
-    seen_completed: frozenset[str] = dataclasses.field(default=frozenset(), repr=False)
-    seen_failed: frozenset[str] = dataclasses.field(default=frozenset(), repr=False)
+    # Runs whose end this state has counted, so a replayed end is not counted again. Persistent
+    # sets: each new state shares the old one's ids, so a 100,000-run batch folds in linear
+    # time (a frozenset copy per event would be quadratic).
+    seen_completed: HashTrieSet = dataclasses.field(default_factory=HashTrieSet, repr=False)
+    seen_failed: HashTrieSet = dataclasses.field(default_factory=HashTrieSet, repr=False)
 
     def count(self, status: str) -> int:
         """Runs with ``status`` in the group's last report."""
@@ -137,7 +141,9 @@ def _fold_run(state: BatchState, event: StateEvent, label: Labeller) -> BatchSta
         # The group's events carry no answers: a run is counted when it ends and previewed
         # when its answer arrives (fetched for the preview, or collected at the end).
         if run.run_id not in state.seen_completed:
-            state = dataclasses.replace(state, seen_completed=state.seen_completed | {run.run_id})
+            state = dataclasses.replace(
+                state, seen_completed=state.seen_completed.insert(run.run_id)
+            )
         if event.output is None:
             return state
         preview = _newest(state.preview, (label(run.run_id), _fields(event)), state.max_preview)
@@ -148,7 +154,7 @@ def _fold_run(state: BatchState, event: StateEvent, label: Labeller) -> BatchSta
         message = run.error.message if run.error and run.error.message else f"run {run.status}"
         return dataclasses.replace(
             state,
-            seen_failed=state.seen_failed | {run.run_id},
+            seen_failed=state.seen_failed.insert(run.run_id),
             failures=_newest(state.failures, (label(run.run_id), message), state.max_failures),
         )
     return state
