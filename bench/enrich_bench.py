@@ -44,6 +44,7 @@ from parallel_nb.api.client import Client
 from parallel_nb.api.models import BETA_FIELD_BASIS
 from parallel_nb.config import reset_settings
 from parallel_nb.emulator import EmulatorHandle, start_emulator
+from parallel_nb.emulator.knowledge import FIXTURE_COMPANIES
 from parallel_nb.runs.batch import MAX_RUNS_PER_REQUEST, plan_batch, run_batch
 from parallel_nb.spec import output_to_task_spec
 
@@ -51,19 +52,6 @@ API_KEY = "bench-key"
 PROCESSOR = "lite"
 OUTPUT = "founded (integer): the year the company was founded\nceo: the current CEO"
 FIELDS = ["founded", "ceo"]
-# Companies the emulator's fixtures know, so every answer is a real one, not a placeholder.
-COMPANIES = (
-    "Stripe",
-    "Databricks",
-    "Figma",
-    "Shopify",
-    "Airbnb",
-    "Canva",
-    "Snowflake",
-    "NVIDIA",
-    "OpenAI",
-    "Anthropic",
-)
 BETAS = [BETA_FIELD_BASIS]
 REQUEST_TIMEOUT = 60.0
 # Each approach must stay bounded; a wedged emulator aborts the bench instead of hanging it.
@@ -76,7 +64,10 @@ Fetch = Callable[[parallel.Parallel, str, list[str]], list[dict[str, Any]]]
 
 def companies(rows: int) -> pd.DataFrame:
     return pd.DataFrame(
-        {"company": [COMPANIES[i % len(COMPANIES)] for i in range(rows)], "batch": range(rows)}
+        {
+            "company": [FIXTURE_COMPANIES[i % len(FIXTURE_COMPANIES)] for i in range(rows)],
+            "batch": range(rows),
+        }
     )
 
 

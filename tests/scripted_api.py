@@ -23,6 +23,7 @@ from parallel_nb.api.models import (
     TaskRun,
     TaskRunResult,
 )
+from parallel_nb.emulator.knowledge import FIXTURE_COMPANIES
 from parallel_nb.runs.state import RunState
 
 if TYPE_CHECKING:
@@ -31,19 +32,8 @@ if TYPE_CHECKING:
     from parallel_nb.emulator import EmulatorHandle
 
 RUN_ID = "trun_" + "ab" * 16
-# The companies the built-in emulator fixtures know (emulator/fixtures/companies.json).
-COMPANIES = [
-    "Stripe",
-    "Databricks",
-    "Figma",
-    "Shopify",
-    "Airbnb",
-    "Canva",
-    "Snowflake",
-    "NVIDIA",
-    "OpenAI",
-    "Anthropic",
-]
+# The companies the built-in emulator fixtures know.
+COMPANIES = list(FIXTURE_COMPANIES)
 OUTPUT = {"type": "json", "content": {"gdp": "$3.1 trillion"}, "basis": []}
 
 

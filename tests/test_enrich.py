@@ -211,23 +211,34 @@ def interrupt_after_events(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     monkeypatch.setattr(BatchFeed, "__call__", call)
 
 
+def interrupted_batch(
+    ip: InteractiveShell,
+    slow: EmulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
+    line: str,
+    rows: int,
+) -> None:
+    """Start ``%%parallel LINE`` over ``rows`` rows on the slow emulator and press Ctrl-C as
+    the panel gets its second event (the runs exist; the batch is still going)."""
+    point_at(monkeypatch, slow)
+    ip.push({"rows": many(rows)})
+    interrupt_after_events(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        ip.run_cell_magic("parallel", line, f"---\n{OUTPUT}\n")
+
+
 def test_an_interrupted_batch_resumes_when_its_cell_runs_again(
     ip: InteractiveShell,
     slow: EmulatorHandle,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    point_at(monkeypatch, slow)
-    ip.push({"rows": many(30)})
-    body = f"---\n{OUTPUT}\n"
     before = runs_created(slow)
-    interrupt_after_events(monkeypatch, 2)
-    with pytest.raises(Interrupted):
-        ip.run_cell_magic("parallel", "lite out --over rows --chunk-size 10", body)
+    interrupted_batch(ip, slow, monkeypatch, "lite out --over rows --chunk-size 10", 30)
     assert runs_created(slow) == before + 30
     capsys.readouterr()
 
-    ip.run_cell_magic("parallel", "lite out --over rows --chunk-size 10", body)
+    ip.run_cell_magic("parallel", "lite out --over rows --chunk-size 10", f"---\n{OUTPUT}\n")
     out = capsys.readouterr().out
     assert "resuming task group tgrp_" in out and "30 of 30 runs exist" in out
     assert runs_created(slow) == before + 30
@@ -242,12 +253,8 @@ def test_attach_to_a_batch_by_group_id_after_a_restart(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    point_at(monkeypatch, slow)
-    ip.push({"rows": many(25)})
     before = runs_created(slow)
-    interrupt_after_events(monkeypatch, 2)
-    with pytest.raises(Interrupted):
-        ip.run_cell_magic("parallel", "lite --over rows --chunk-size 10", f"---\n{OUTPUT}\n")
+    interrupted_batch(ip, slow, monkeypatch, "lite --over rows --chunk-size 10", 25)
     [group] = [r for r in parallel_nb._store().history() if r.kind == "group"][:1]
     # A restarted kernel: the variables are gone until the notebook defines them again.
     ip.user_ns.pop("rows")

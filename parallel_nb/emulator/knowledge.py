@@ -24,13 +24,36 @@ from typing import Any, NoReturn
 
 from parallel_nb.api.processors import PROCESSORS, Processor
 
-__all__ = ["Answer", "Fixture", "FixtureError", "Knowledge", "Trace", "infer_schema", "input_text"]
+__all__ = [
+    "FIXTURE_COMPANIES",
+    "Answer",
+    "Fixture",
+    "FixtureError",
+    "Knowledge",
+    "Trace",
+    "infer_schema",
+    "input_text",
+]
 
 BUILTIN_DIR = Path(__file__).with_name("fixtures")
 CONFIDENCES = ("high", "medium", "low")
 PLACEHOLDER_TEXT = "unknown (no emulator fixture matched this input)"
 MISSING_TEXT = "unknown (the emulator fixture has no fact for this field)"
 NO_MATCH_MESSAGE = "no emulator fixture matched this input; the answer is a placeholder"
+# The companies the built-in fixtures profile (fixtures/companies.json), for demos, tests and
+# benchmarks that want real answers rather than placeholders.
+FIXTURE_COMPANIES = (
+    "Stripe",
+    "Databricks",
+    "Figma",
+    "Shopify",
+    "Airbnb",
+    "Canva",
+    "Snowflake",
+    "NVIDIA",
+    "OpenAI",
+    "Anthropic",
+)
 FIXTURES_HINT = "add a fixture for this input (see docs/fixtures.md) and pass it with --fixtures"
 
 _FIXTURE_KEYS = frozenset(

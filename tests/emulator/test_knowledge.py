@@ -14,6 +14,7 @@ from parallel.types import TaskRunJsonOutput, TaskRunTextOutput
 from parallel_nb.api.processors import PROCESSORS, get_processor
 from parallel_nb.api.validation import normalize_output_schema
 from parallel_nb.emulator.knowledge import (
+    FIXTURE_COMPANIES,
     MISSING_TEXT,
     NO_MATCH_MESSAGE,
     PLACEHOLDER_TEXT,
@@ -33,16 +34,8 @@ TRIGGERS: dict[str, str | dict[str, Any]] = {
     "france-gdp-2023": FRANCE,
     "james-webb-space-telescope": JWST,
     "scripted-failure": "Research Acme Corp (emulator: fail)",
-    "company-stripe": {"company": "Stripe"},
-    "company-databricks": {"company": "Databricks"},
-    "company-figma": {"company": "Figma"},
-    "company-shopify": {"company": "Shopify"},
-    "company-airbnb": {"company": "Airbnb"},
-    "company-canva": {"company": "Canva"},
-    "company-snowflake": {"company": "Snowflake"},
-    "company-nvidia": {"company": "NVIDIA"},
-    "company-openai": {"company": "OpenAI"},
-    "company-anthropic": {"company": "Anthropic"},
+    # FIXTURE_COMPANIES is what demos, tests and benches rely on: each must reach its profile.
+    **{f"company-{name.lower()}": {"company": name} for name in FIXTURE_COMPANIES},
 }
 
 
