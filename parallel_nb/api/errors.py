@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+from ..text import plain
+
 __all__ = [
     "APIError",
     "AmbiguousCreateError",
@@ -34,6 +36,9 @@ __all__ = [
 
 _REDACTED = "[redacted]"
 _MAX_TEXT_BODY = 300
+# Traceback lines: ours are a few hundred characters; a service's reason is cut sooner.
+_MAX_LINE = 2000
+_MAX_REASON = 300
 
 
 class ParallelError(Exception):
@@ -41,8 +46,9 @@ class ParallelError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         """What IPython shows instead of a traceback: these errors are about the service or
-        the request, never a bug in the cell's code, so the stack frames would only hide them."""
-        return [f"{type(self).__name__}: {self}"]
+        the request, never a bug in the cell's code, so the stack frames would only hide them.
+        Each line is cleaned (the service's words may carry terminal escapes) and cut."""
+        return [plain(line, _MAX_LINE) for line in f"{type(self).__name__}: {self}".splitlines()]
 
 
 class ConnectionFailed(ParallelError):
@@ -129,9 +135,10 @@ class RunFailed(ParallelError):
         return f"run {self.run_id} {self.status}: {reason}"
 
     def _render_traceback_(self) -> list[str]:
+        reason = plain(self.message, _MAX_REASON) or "the service gave no reason"
         return [
-            f"RunFailed: run {self.run_id} {self.status}",
-            f"  {self.message or 'the service gave no reason'}",
+            f"RunFailed: run {plain(self.run_id, _MAX_LINE)} {plain(self.status, _MAX_LINE)}",
+            f"  {reason}",
             f"  the run's details: Client().retrieve_run({self.run_id!r})",
         ]
 

@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 from parallel_nb.view.frames import output_rows
 
+from ..text import plain as text_plain
+from ..text import truncate
+
 if TYPE_CHECKING:
     from parallel_nb.api.models import FieldBasis, TaskOutput
     from parallel_nb.result import TaskResult
@@ -61,16 +64,10 @@ MAX_LINK_TEXT = 80
 MAX_URL_LENGTH = 4096
 """Longer URLs are not linked: no real citation needs more, and the markup stays small."""
 
-ELLIPSIS = "…"
 _SAFE_SCHEMES = frozenset({"http", "https"})
 _LINK_ATTRS = (
     'target="_blank" rel="noopener noreferrer nofollow" '
     'style="color:var(--jp-content-link-color, #3d8bfd)"'
-)
-# Bidirectional controls (embeddings, overrides, isolates, marks); removed from plain text,
-# where nothing can isolate them.
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 
 # Colours: JupyterLab variables first; the fallbacks are mid-tones legible on light and dark.
@@ -89,11 +86,12 @@ _STATUS_COLORS = {
     "cancelled": _WARN_COLOR,
     "interrupted": _WARN_COLOR,
 }
+# Long URLs and unbroken strings wrap instead of widening the output area. The widget panels
+# show their parts without this container, so the parts that carry long text repeat the rule.
+_WRAP = "overflow-wrap:anywhere"
 _CONTAINER = (
     "font-family:var(--jp-ui-font-family, system-ui, -apple-system, 'Segoe UI', sans-serif);"
-    "font-size:var(--jp-ui-font-size1, 13px);line-height:1.45;color:inherit;max-width:100%;"
-    # Long URLs and unbroken strings wrap instead of widening the output area.
-    "overflow-wrap:anywhere"
+    f"font-size:var(--jp-ui-font-size1, 13px);line-height:1.45;color:inherit;max-width:100%;{_WRAP}"
 )
 _TABLE = "border-collapse:collapse;margin:4px 0 8px 0;max-width:100%"
 # JupyterLab right-aligns table cells; answers read better left-aligned.
@@ -110,13 +108,6 @@ def escape(text: object) -> str:
     return "" if text is None else html.escape(str(text), quote=True)
 
 
-def truncate(text: str, max_chars: int) -> str:
-    """``text`` cut to at most ``max_chars`` characters, ending in "…" when it was cut."""
-    if len(text) <= max_chars:
-        return text
-    return text[: max(0, max_chars - 1)].rstrip() + ELLIPSIS
-
-
 def snippet(text: object, max_chars: int = MAX_TEXT) -> str:
     """Untrusted text as markup: cut for display, escaped, and isolated for bidi."""
     if text is None:
@@ -126,14 +117,7 @@ def snippet(text: object, max_chars: int = MAX_TEXT) -> str:
 
 def plain(text: object, max_chars: int = MAX_TEXT) -> str:
     """Untrusted text for a plain-text view: one line, no control or bidi characters, cut."""
-    if text is None:
-        return ""
-    cleaned = "".join(
-        " " if unicodedata.category(ch) == "Cc" else ch
-        for ch in str(text)
-        if ch not in _BIDI_CONTROLS
-    )
-    return truncate(" ".join(cleaned.split()), max_chars)
+    return text_plain(text, max_chars)
 
 
 def safe_url(url: object) -> str | None:
@@ -262,7 +246,7 @@ def messages_html(state: RunState, *, limit: int = 6, max_chars: int = MAX_TEXT)
         _div(f'<span style="{_MUTED}">{snippet(kind, 20)}</span> {snippet(text, max_chars)}')
         for kind, text, _ in recent
     ]
-    return _div("".join(lines), "margin:2px 0") if lines else ""
+    return _div("".join(lines), f"margin:2px 0;{_WRAP}") if lines else ""
 
 
 def footer_html(state: RunState, *, max_chars: int = MAX_TEXT) -> str:
@@ -277,7 +261,7 @@ def footer_html(state: RunState, *, max_chars: int = MAX_TEXT) -> str:
     if state.run_id:
         run_id = f"run <code>{snippet(state.run_id, MAX_LINK_TEXT)}</code>"
         lines.append(_div(run_id, f"{_MUTED};font-size:0.9em"))
-    return "".join(lines)
+    return _div("".join(lines), _WRAP) if lines else ""
 
 
 def state_html(state: RunState, *, max_messages: int = 6, max_chars: int = MAX_TEXT) -> str:
@@ -533,7 +517,7 @@ def batch_failures_html(state: BatchState, *, max_chars: int = MAX_TEXT) -> str:
         return ""
     hidden = state.failed - len(lines)
     more = _div(f"… and {hidden} more failed", _MUTED) if hidden > 0 else ""
-    return _div("".join(lines) + more, "margin:2px 0")
+    return _div("".join(lines) + more, f"margin:2px 0;{_WRAP}")
 
 
 def batch_preview_html(state: BatchState, *, max_chars: int = 80) -> str:

@@ -614,3 +614,13 @@ async def test_async_stream_aclose_stops_iteration(slow_emulator: EmulatorHandle
         with pytest.raises(StopAsyncIteration):
             await stream.__anext__()
     assert wait_until(lambda: slow_emulator.stats()["open_streams"] == 0)
+
+
+def test_a_service_message_cannot_rewrite_the_terminal_in_a_traceback() -> None:
+    message = "bad\x1b[2J\x1b]52;c;cGF5bG9hZA==\x07 news\r\u202eevil\nline two " + "x" * 1000
+    failed = RunFailed("trun_" + "ab" * 16, message)
+    lines = failed._render_traceback_()
+    assert lines[1].startswith("  bad [2J ]52;c;cGF5bG9hZA== news evil line two xxx")
+    assert lines[1].endswith("…") and len(lines[1]) == 2 + 300
+    assert not any(ch in "".join(lines) for ch in "\x1b\x07\r\u202e")
+    assert failed.message == message  # the data itself is kept as the service sent it

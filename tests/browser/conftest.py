@@ -2,11 +2,15 @@
 
 - ``lab_server`` (module): a throwaway JupyterLab serving ``notebooks/`` without their stored
   outputs, in demo mode (see ``labserver.py``).
+- ``flows_server`` (module): a JupyterLab serving an empty directory (tests write their
+  notebooks into it) whose kernels use ``flows_api``, an emulator in its own process: runs outlive
+  kernel restarts there, as they do on the real service.
+- ``notebook_server`` (module): Notebook 7 serving ``notebooks/`` like ``lab_server``.
 - ``browser`` (module): Debian's Chromium at ``/usr/bin/chromium`` driven by Playwright.
   Playwright's own browser download needs general internet access, so it is never used;
   ``scripts/ensure-chromium`` installs Chromium.
 - ``page`` (function): a fresh 1280x900 page; if the test fails, the page is saved as
-  ``artifacts/screenshots/FAILED-<test>.png`` with the server log beside it.
+  ``artifacts/screenshots/FAILED-<test>.png`` with the logs of the servers it used beside it.
 - ``screenshot_dir``: ``artifacts/screenshots/``.
 """
 
@@ -17,7 +21,8 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from labserver import LabServer, running_lab
+from emulator_process import emulator_process
+from labserver import Api, LabServer, running_lab
 from playwright.sync_api import Browser, Page, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,10 +37,38 @@ CHROMIUM_ARGS = [
 ]
 
 
+FLOWS_KEY = "browser-flows-key"
+# Slow enough to watch a run move (a core run takes seconds), fast enough for a short suite.
+FLOWS_TIME_SCALE = 0.05
+SERVERS = ("lab_server", "flows_server", "notebook_server")
+
+
+def _repo_notebooks() -> list[Path]:
+    return sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
-    with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
+    with running_lab(tmp_path_factory.mktemp("lab"), _repo_notebooks()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    home = tmp_path_factory.mktemp("notebook")
+    with running_lab(home, _repo_notebooks(), app="notebook") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def flows_api() -> Iterator[Api]:
+    with emulator_process(FLOWS_KEY, time_scale=FLOWS_TIME_SCALE) as base_url:
+        yield Api(FLOWS_KEY, base_url)
+
+
+@pytest.fixture(scope="module")
+def flows_server(tmp_path_factory: pytest.TempPathFactory, flows_api: Api) -> Iterator[LabServer]:
+    with running_lab(tmp_path_factory.mktemp("flows"), [], api=flows_api) as server:
         yield server
 
 
@@ -78,15 +111,17 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture
-def page(
-    browser: Browser, request: pytest.FixtureRequest, lab_server: LabServer, screenshot_dir: Path
-) -> Iterator[Page]:
+def page(browser: Browser, request: pytest.FixtureRequest, screenshot_dir: Path) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
         yield page
         if request.node.stash.get(_CALL_FAILED, False):
-            page.screenshot(path=screenshot_dir / f"FAILED-{request.node.name}.png", full_page=True)
-            shutil.copy(lab_server.log_file, screenshot_dir / f"FAILED-{request.node.name}.log")
+            name = request.node.name
+            page.screenshot(path=screenshot_dir / f"FAILED-{name}.png", full_page=True)
+            for server in (
+                request.getfixturevalue(s) for s in SERVERS if s in request.fixturenames
+            ):
+                shutil.copy(server.log_file, screenshot_dir / f"FAILED-{name}-{server.app}.log")
     finally:
         context.close()

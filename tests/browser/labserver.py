@@ -1,10 +1,13 @@
-"""Start a throwaway JupyterLab server for browser tests and stop it again.
+"""Start a throwaway Jupyter server (JupyterLab or Notebook 7) for browser tests and stop it.
 
 ``running_lab(home, notebooks)`` serves copies of ``notebooks`` (outputs removed) from
 ``home/notebooks`` on 127.0.0.1 with a free port and a random token, in demo mode (no
 ``PARALLEL_API_KEY`` in its environment, as a newcomer has it) with a small emulator time
-scale. Config, runtime, settings, workspace and IPython directories all live under ``home``, so
-the user's own JupyterLab set-up never leaks in and no workspace is restored.
+scale; ``app="notebook"`` serves Notebook 7 instead, and ``api`` points the kernels at an
+emulator of the test's own (so runs outlive a kernel restart, as on the real service). Config,
+runtime, settings, workspace and IPython directories all live under ``home``, so the user's own
+set-up never leaks in and no workspace is restored. The application object is exposed to the
+page (``window.jupyterapp``), so tests run commands (restart, theme, save) without menus.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import nbformat
@@ -27,7 +31,20 @@ import nbformat
 TIME_SCALE = "0.03"
 STARTUP_SECONDS = 90.0
 # The news prompt is a toast that would cover part of the notebook in screenshots.
-PAGE_CONFIG = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+PAGE_CONFIG = {
+    "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True},
+    "exposeAppInBrowser": True,
+}
+App = Literal["lab", "notebook"]
+_MODULES: dict[App, str] = {"lab": "jupyterlab", "notebook": "notebook"}
+
+
+@dataclass(frozen=True)
+class Api:
+    """Where the kernels send runs instead of the demo emulator."""
+
+    api_key: str
+    base_url: str
 
 
 @dataclass(frozen=True)
@@ -38,10 +55,16 @@ class LabServer:
     token: str
     root_dir: Path
     log_file: Path
+    app: App = "lab"
 
     def url(self, path: str) -> str:
         """``path`` (e.g. ``lab/tree/quickstart.ipynb``) on this server, with the token."""
         return f"{self.base_url}{path}?token={self.token}"
+
+    def notebook_url(self, name: str) -> str:
+        """The page that opens notebook ``name`` in this server's front end."""
+        page = f"lab/tree/{name}" if self.app == "lab" else f"notebooks/{name}"
+        return self.url(page)
 
 
 def copy_without_outputs(source: Path, target: Path) -> None:
@@ -56,18 +79,20 @@ def copy_without_outputs(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def running_lab(home: Path, notebooks: Iterable[Path]) -> Iterator[LabServer]:
+def running_lab(
+    home: Path, notebooks: Iterable[Path], *, app: App = "lab", api: Api | None = None
+) -> Iterator[LabServer]:
     root = home / "notebooks"
     root.mkdir()
     for notebook in notebooks:
         copy_without_outputs(notebook, root / notebook.name)
-    env = _lab_env(home)
+    env = _lab_env(home, api)
     token = secrets.token_hex(16)
-    log_file = home / "jupyter-lab.log"
+    log_file = home / f"jupyter-{app}.log"
     command = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        _MODULES[app],
         "--no-browser",
         "--allow-root",
         "--ServerApp.ip=127.0.0.1",
@@ -75,14 +100,17 @@ def running_lab(home: Path, notebooks: Iterable[Path]) -> Iterator[LabServer]:
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root}",
         f"--IdentityProvider.token={token}",
-        "--LabApp.extension_manager=readonly",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    if app == "lab":
+        command += [
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base_url = _wait_until_ready(process, Path(env["JUPYTER_RUNTIME_DIR"]), log_file)
-        yield LabServer(base_url=base_url, token=token, root_dir=root, log_file=log_file)
+        yield LabServer(base_url, token, root, log_file, app)
     finally:
         # SIGTERM makes the server shut its kernels down before it exits.
         process.terminate()
@@ -93,7 +121,7 @@ def running_lab(home: Path, notebooks: Iterable[Path]) -> Iterator[LabServer]:
             process.wait(timeout=10)
 
 
-def _lab_env(home: Path) -> dict[str, str]:
+def _lab_env(home: Path, api: Api | None) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
@@ -115,6 +143,9 @@ def _lab_env(home: Path) -> dict[str, str]:
     labconfig.mkdir()
     (labconfig / "page_config.json").write_text(json.dumps(PAGE_CONFIG))
     env["PARALLEL_NB_TIME_SCALE"] = TIME_SCALE
+    if api is not None:
+        env["PARALLEL_API_KEY"] = api.api_key
+        env["PARALLEL_BASE_URL"] = api.base_url
     return env
 
 

@@ -34,6 +34,9 @@ TRIGGERS: dict[str, str | dict[str, Any]] = {
     "france-gdp-2023": FRANCE,
     "james-webb-space-telescope": JWST,
     "scripted-failure": "Research Acme Corp (emulator: fail)",
+    # Hostile web content for the render-path security tests (tests/view/test_hostile.py).
+    "hostile-content": {"company": "emulator: hostile"},
+    "hostile-failure": "Research Acme Corp (emulator: hostile-fail)",
     # FIXTURE_COMPANIES is what demos, tests and benches rely on: each must reach its profile.
     **{f"company-{name.lower()}": {"company": name} for name in FIXTURE_COMPANIES},
 }
@@ -430,8 +433,8 @@ def test_answers_do_not_share_state_with_the_fixtures(kb: Knowledge) -> None:
         ),
         (
             json.dumps({"id": "a", "match": {"keywords": ["x"]},
-                        "facts": {"ceo": {"value": "X", "citations": [{"url": "ftp://x"}]}}}),
-            "must be an http(s) URL",
+                        "facts": {"ceo": {"value": "X", "citations": [{"url": " "}]}}}),
+            "citation url must be a non-empty string",
         ),
         (
             json.dumps({"id": "a", "match": {"keywords": ["x"]},
@@ -490,10 +493,12 @@ def test_builtin_fixture_outputs_are_valid(kb: Knowledge, fixture_id: str, proce
     proc = PROCESSORS[processor]
     input = TRIGGERS[fixture_id]
     schemas = [_walk_schema_fields(kb, fixture_id), {"type": "text"}, {"type": "auto"}]
+    # The hostile fixtures script unsafe URLs on purpose; the others cite real web pages.
+    web = not fixture_id.startswith("hostile-")
     for schema in schemas:
         ans = answer(kb, input, schema, processor=proc)
         assert ans.fixture_id == fixture_id
-        assert all(url.startswith(("http://", "https://")) for url in ans.trace.sources)
+        assert all(url.startswith(("http://", "https://")) or not web for url in ans.trace.sources)
         assert ans.trace.plan and ans.trace.searches and ans.trace.results
         assert 0 < ans.trace.sources_read <= ans.trace.sources_considered
         if ans.output is None:
@@ -504,7 +509,7 @@ def test_builtin_fixture_outputs_are_valid(kb: Knowledge, fixture_id: str, proce
             assert entry["confidence"] in {"high", "medium", "low"}
             assert entry["reasoning"]
             for citation in entry["citations"]:
-                assert citation["url"].startswith(("http://", "https://"))
+                assert citation["url"].startswith(("http://", "https://")) or not web
         if ans.output["type"] == "json":
             declared = ans.output["output_schema"]
             target = declared["json_schema"] if declared else schema["json_schema"]

@@ -12,8 +12,6 @@ stream whole would make the transient overhead at least the stream's size.
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import pandas as pd
 import pytest
+from emulator_process import emulator_process
 
 from parallel_nb.api.client import Client
 from parallel_nb.runs.batch import BatchResult, plan_batch, run_batch
@@ -41,7 +40,6 @@ TRANSIENT_BOUND = 4 * MiB
 # per row.
 PER_ROW_TRANSIENT = 128
 FAIL_EVERY = 10  # every tenth row scripts a failed run (the emulator's failure fixture)
-READY = "emulator ready at "
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +75,8 @@ class LatestHtml:
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    command = [sys.executable, "-m", "parallel_nb.emulator", "--host", "127.0.0.1"]
-    command += ["--port", "0", "--time-scale", "0", "--api-key", KEY]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if READY not in line:
-            server.kill()
-            _, errors = server.communicate(timeout=10)
-            pytest.fail(f"the emulator subprocess did not start: {line!r} {errors!r}")
-        yield line.split(READY, 1)[1].strip()
-    finally:
-        server.terminate()
-        try:
-            server.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
+    with emulator_process(KEY) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
