@@ -9,10 +9,9 @@ from dataclasses import replace
 
 import ipywidgets as widgets
 import pytest
-import test_panel
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from test_panel import RecordingComm, updates
+from widget_comms import RecordingComm, updates
 
 from parallel_nb.api.models import GroupStatusEvent
 from parallel_nb.runs.batch_state import BatchState
@@ -31,13 +30,6 @@ STATE = BatchState(
     started_at=0.0,
     last_event_at=13.0,
 )
-
-comms = test_panel.comms  # the recording comms fixture of the single-run panel's tests
-
-
-@pytest.fixture
-def shell() -> InteractiveShell:
-    return InteractiveShell.instance()
 
 
 def test_the_panel_is_a_vbox_of_builtin_widgets(comms: list[RecordingComm]) -> None:

@@ -26,10 +26,9 @@ from urllib.parse import urlsplit
 import ipywidgets as widgets
 import pandas as pd
 import pytest
-import test_panel
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from test_panel import RecordingComm
+from widget_comms import RecordingComm
 
 from parallel_nb.api.client import Client
 from parallel_nb.api.errors import RunFailed
@@ -44,8 +43,6 @@ from parallel_nb.spec.schema import output_to_task_spec
 from parallel_nb.view import html
 from parallel_nb.view.batch_panel import BatchFeed, BatchPanel, HtmlBatchView
 from parallel_nb.view.panel import HtmlRunView, RunPanel, TextRunView
-
-comms = test_panel.comms  # the recording comms fixture of the single-run panel's tests
 
 MARKER = "PNB-XSS"
 HOSTILE = "emulator: hostile"
@@ -240,11 +237,6 @@ def test_the_text_check_rejects_controls_bidi_and_long_lines(text: str) -> None:
 def api(emulator: EmulatorHandle) -> Iterator[Client]:
     with Client(emulator.api_key, emulator.base_url) as client:
         yield client
-
-
-@pytest.fixture
-def shell() -> InteractiveShell:
-    return InteractiveShell.instance()
 
 
 @dataclass

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
-import comm
 import ipywidgets as widgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from scripted_api import RUN_ID, ScriptedClient, burst, request
+from widget_comms import RecordingComm, updates
 
 from parallel_nb.runs.runner import execute
 from parallel_nb.runs.state import RunState
@@ -37,51 +34,6 @@ RUNNING = RunState(
     ),
     started_at=0.0,
 )
-
-
-class RecordingComm:
-    """Stands in for a kernel comm and keeps every message a widget sends."""
-
-    kernel = "recording"  # widgets only send when their comm has a kernel
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.comm_id = kwargs.get("comm_id") or uuid.uuid4().hex
-        self.sent: list[dict[str, Any]] = []
-        self.closed = False
-
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_msg(self, callback: Any) -> None:
-        pass
-
-    def send(self, data: Any = None, **kwargs: Any) -> None:
-        self.sent.append(data)
-
-    def close(self, *args: Any, **kwargs: Any) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RecordingComm]]:
-    opened: list[RecordingComm] = []
-
-    def create_comm(**kwargs: Any) -> RecordingComm:
-        opened.append(RecordingComm(**kwargs))
-        return opened[-1]
-
-    monkeypatch.setattr(comm, "create_comm", create_comm)
-    yield opened
-    widgets.Widget.close_all()  # open widgets left for interpreter exit complain there
-
-
-@pytest.fixture
-def shell() -> InteractiveShell:
-    return InteractiveShell.instance()
-
-
-def updates(comms: list[RecordingComm]) -> int:
-    return sum(1 for c in comms for data in c.sent if data.get("method") == "update")
 
 
 def test_the_panel_is_a_vbox_of_builtin_widgets(comms: list[RecordingComm]) -> None:
