@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from parallel_nb.view.frames import output_rows
 
 from ..text import plain as text_plain
-from ..text import truncate
+from ..text import truncate, without_bidi_controls
 
 if TYPE_CHECKING:
     from parallel_nb.api.models import FieldBasis, TaskOutput
@@ -75,6 +75,9 @@ _BORDER = "var(--jp-border-color2, rgba(128, 128, 128, 0.35))"
 _MUTED = "opacity:0.75"
 _ERROR_COLOR = "var(--jp-error-color1, #d32f2f)"
 _WARN_COLOR = "var(--jp-warn-color1, #e65100)"
+# The inverse of the theme's text colour: white on the light theme's dark badges, dark on the
+# dark theme's light ones (white there fell below 3:1 contrast).
+_BADGE_TEXT = "var(--jp-ui-inverse-font-color0, #fff)"
 _STATUS_COLORS = {
     "creating": "var(--jp-layout-color4, #757575)",
     "queued": "var(--jp-layout-color4, #757575)",
@@ -109,10 +112,11 @@ def escape(text: object) -> str:
 
 
 def snippet(text: object, max_chars: int = MAX_TEXT) -> str:
-    """Untrusted text as markup: cut for display, escaped, and isolated for bidi."""
+    """Untrusted text as markup: cut for display, escaped, isolated for bidi, and without bidi
+    controls (an override inside the isolate would still reverse the text)."""
     if text is None:
         return ""
-    return f"<bdi>{escape(truncate(str(text), max_chars))}</bdi>"
+    return f"<bdi>{escape(truncate(without_bidi_controls(str(text)), max_chars))}</bdi>"
 
 
 def plain(text: object, max_chars: int = MAX_TEXT) -> str:
@@ -170,8 +174,9 @@ def _url_label(url: object) -> str:
 def _badge(status: str) -> str:
     color = _STATUS_COLORS.get(status, "var(--jp-layout-color4, #757575)")
     return (
-        f'<span style="display:inline-block;padding:0 7px;border-radius:9px;color:#fff;'
-        f'background:{color};font-size:0.85em;font-weight:600">{snippet(status, 40)}</span>'
+        f'<span style="display:inline-block;padding:0 7px;border-radius:9px;'
+        f'color:{_BADGE_TEXT};background:{color};font-size:0.85em;font-weight:600">'
+        f"{snippet(status, 40)}</span>"
     )
 
 

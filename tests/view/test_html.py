@@ -380,3 +380,13 @@ def test_result_html_of_a_text_answer_keeps_its_line_breaks() -> None:
     markup = result_html(TaskResult(run, output))
     assert_inert(markup)
     assert '<span style="white-space:pre-wrap"><bdi># Report\n\n&lt;b&gt;bold&lt;/b&gt;' in markup
+
+
+def test_a_bidi_override_cannot_reverse_text_inside_its_isolate() -> None:
+    # "\u202eevil" displays as "live" even inside <bdi>: the controls go, the letters stay.
+    assert snippet("\u202eevil\u2066 \u05e9\u05dc\u05d5\u05dd\u2069") == "<bdi>evil שלום</bdi>"
+
+
+def test_status_badges_take_their_text_colour_from_the_theme() -> None:
+    html = state_html(RunState(processor="core", status="completed"))
+    assert "color:var(--jp-ui-inverse-font-color0, #fff);background:var(--jp-success-color1" in html
