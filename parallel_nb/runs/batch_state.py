@@ -23,6 +23,8 @@ PREVIEW_FIELDS = 3
 
 # Runs that ended without an answer; the group counts them by status.
 _FAILED_STATUSES = ("failed", "cancelled")
+# Active statuses, in the order a run leaves them.
+_ACTIVE_ORDER = ("queued", "running", "cancelling")
 
 Failure = tuple[str, str]
 """(row label, error message)."""
@@ -65,6 +67,24 @@ class BatchState:
     def failed(self) -> int:
         reported = sum(self.count(status) for status in _FAILED_STATUSES)
         return max(reported, len(self.seen_failed))
+
+    @property
+    def status_counts(self) -> tuple[tuple[str, int], ...]:
+        """Runs by status, the group's last report brought up to date with the runs seen
+        ending since: they are counted as ended and taken off the active statuses (queued
+        first), so the counts always add up to the runs."""
+        counts = dict(self.counts)
+        counts["completed"] = self.completed
+        unreported = self.failed - sum(counts.get(s, 0) for s in _FAILED_STATUSES)
+        if unreported > 0:
+            counts["failed"] = counts.get("failed", 0) + unreported
+        excess = sum(counts.values()) - max(self.runs, self.finished)
+        for status in _ACTIVE_ORDER:
+            taken = min(excess, counts.get(status, 0))
+            if taken > 0:
+                counts[status] -= taken
+                excess -= taken
+        return tuple((status, n) for status, n in sorted(counts.items()) if n > 0)
 
     @property
     def finished(self) -> int:

@@ -494,7 +494,7 @@ def _value_text(value: Any) -> str:
 
 def batch_header_html(state: BatchState) -> str:
     """Title line: ended runs of all, then the group's count of runs by status."""
-    counts = " · ".join(f"{_badge(status)} {count}" for status, count in state.counts if count > 0)
+    counts = " · ".join(f"{_badge(status)} {count}" for status, count in state.status_counts)
     done = f"{state.finished} of {state.runs} runs ended"
     parts = ["<strong>Parallel batch</strong>", escape(done)]
     return _div(" · ".join(p for p in (*parts, counts) if p))

@@ -49,8 +49,10 @@ def write_notebook(server: LabServer, name: str, sources: list[str]) -> str:
 
 
 def open_notebook(page: Page, server: LabServer, name: str) -> None:
-    """Open ``name`` and wait until its kernel is connected and idle."""
-    page.goto(server.notebook_url(name))
+    """Open ``name`` alone and wait until its kernel is connected and idle. The workspace is
+    reset: otherwise JupyterLab brings back the notebooks earlier tests opened on this server
+    as tabs, and "Run All" may go to one of them."""
+    page.goto(server.notebook_url(name) + "&reset")
     page.wait_for_function(KERNEL_IDLE, timeout=LOAD_SECONDS * 1000)
 
 
@@ -85,7 +87,11 @@ def use_theme(page: Page, theme: str) -> None:
     """Switch to ``theme`` ("JupyterLab Light", "JupyterLab Dark") and wait until it applies."""
     command(page, "apputils:change-theme", {"theme": theme})
     light = "true" if "Light" in theme else "false"
-    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
+    # JupyterLab covers the page with an animated splash while the theme loads.
+    page.wait_for_function(
+        f"() => document.body.dataset.jpThemeLight === '{light}'"
+        " && document.querySelector('#jupyterlab-splash') === null"
+    )
 
 
 def code_cell(page: Page, first_line: str) -> Locator:

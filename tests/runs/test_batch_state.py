@@ -145,3 +145,18 @@ def test_the_group_going_idle_is_kept_and_other_events_only_counted() -> None:
     state = replay([(0.0, group(1, active=False, completed=1)), (1.0, UnknownEvent("ping"))])
     assert not state.is_active and state.completed == 1 and state.events == 2
     assert state.progress == 100.0 and state.eta == 0.0
+
+
+def test_status_counts_take_runs_seen_ending_off_a_stale_report() -> None:
+    # The group last said 6 queued; since then one run was seen completing, one failing.
+    state = replay(
+        [
+            (0.0, group(6, queued=6)),
+            (1.0, ended("trun_1", "completed")),
+            (2.0, ended("trun_2", "failed", error="boom")),
+        ]
+    )
+    assert state.counts == (("queued", 6),)  # the report itself is kept as it came
+    assert state.status_counts == (("completed", 1), ("failed", 1), ("queued", 4))
+    fresh = replay([(3.0, group(6, completed=1, failed=1, running=3, queued=1))], state)
+    assert fresh.status_counts == (("completed", 1), ("failed", 1), ("queued", 1), ("running", 3))
