@@ -139,11 +139,13 @@ class RecordingView:
     def __init__(self) -> None:
         self.states: list[RunState] = []
         self.threads: set[int] = set()
+        self.thread_names: set[str] = set()
         self.closed = 0
 
     def update(self, state: RunState) -> None:
         self.states.append(state)
         self.threads.add(threading.get_ident())
+        self.thread_names.add(threading.current_thread().name)
 
     def close(self) -> None:
         self.closed += 1

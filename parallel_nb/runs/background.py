@@ -5,10 +5,14 @@ A worker thread does all the network work (the event stream, then the result) th
 ``concurrent.futures.Future``. Nothing it needs runs on the kernel's event loop, so
 ``handle.result()`` may block any thread, the kernel's own included, without deadlock.
 
-The worker never touches the view (ipykernel loses widget and output messages sent from other
-threads). It leaves each state it would draw in a :class:`_Feed`; the thread that made the handle
-draws the newest one: from a task on its running event loop (in a kernel, the cell's loop; at
-most ``refresh_hz`` redraws a second), and, with or without a loop, while ``result()`` waits.
+The worker never touches the view: it leaves each state it would draw in a :class:`_Feed`, and
+the newest one is drawn, at most ``refresh_hz`` times a second, by a drawing thread of the
+handle's own (started when the handle is made under a running event loop, as in a kernel) and
+by ``result()`` or ``await`` while they wait. A thread rather than a task on the kernel's loop,
+so the panel keeps moving while a later cell blocks that loop (``time.sleep``): widget updates
+and display updates from a thread reach the front end (ipykernel >= 7.0.1 routes them to the
+cell running at the time, which is fine for both, as they are addressed by model and display
+id). Drawing is serialised by a lock, so the thread and a waiting ``result()`` never interleave.
 """
 
 from __future__ import annotations
@@ -33,9 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RunHandle", "follow_in_background"]
 
-# The drawing tasks of live handles: the event loop itself keeps only weak references to tasks.
-_drawing: set[asyncio.Task[None]] = set()
-
 
 def follow_in_background(
     client: Client,
@@ -49,8 +50,9 @@ def follow_in_background(
 ) -> RunHandle:
     """Follow an existing ``run`` on a worker thread; return its handle at once.
 
-    ``view`` is drawn now, in the calling cell, then kept up to date from the caller's running
-    event loop if it has one. ``timeout`` limits the watching, as for a foreground run.
+    ``view`` is drawn now, in the calling cell, then kept up to date by the handle's drawing
+    thread when an event loop is running here (a kernel). ``timeout`` limits the watching, as
+    for a foreground run.
     """
     interval = 1.0 / check_refresh_hz(refresh_hz)
     state = created(RunState(processor=run.processor), run)
@@ -77,7 +79,7 @@ def follow_in_background(
 
     threading.Thread(target=work, name=f"parallel-nb {run.run_id}", daemon=True).start()
     handle = RunHandle(run.run_id, future, view=view, feed=feed, interval=interval)
-    handle._draw_on_running_loop()
+    handle._keep_drawn()
     return handle
 
 
@@ -126,9 +128,9 @@ class RunHandle:
         self._view = view
         self._feed = feed
         self._interval = interval
-        self._owner = threading.get_ident()  # the thread that showed the view draws it
         self._view_closed = view is None
-        self._drawing: asyncio.Task[None] | None = None
+        self._draw_lock = threading.Lock()
+        self._drawing: threading.Thread | None = None
 
     @classmethod
     def finished(cls, result: TaskResult) -> RunHandle:
@@ -163,7 +165,7 @@ class RunHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not self._future.done():
-                self._pump_here()
+                self._pump()
                 wait = self._interval
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
@@ -180,54 +182,51 @@ class RunHandle:
                 file=sys.stderr,
             )
             raise
-        self._pump_here()
+        self._pump()
         return self._future.result()
 
     def __await__(self) -> Generator[Any, None, TaskResult]:
-        self._draw_on_running_loop()
+        self._keep_drawn()
         try:
             return (yield from asyncio.wrap_future(self._future).__await__())
         finally:
-            self._pump_here()  # the end is drawn before the awaiting code goes on
+            self._pump()  # the end is drawn before the awaiting code goes on
 
     def __repr__(self) -> str:
         return f"RunHandle(run_id={self.run_id!r}, status={self.status!r})"
 
-    # -- drawing, on the owner's thread only -----------------------------------------------------
+    # -- drawing ---------------------------------------------------------------------------------
 
-    def _draw_on_running_loop(self) -> None:
-        """Keep the view drawn from a task on the running event loop, if there is one."""
-        if self._view_closed or self._drawing is not None or not self._is_owner():
+    def _keep_drawn(self) -> None:
+        """Under a running event loop (a kernel), draw from a thread of this handle's own until
+        the run's end is drawn. Without one, ``result()`` draws while it waits: nothing else
+        would show a terminal's text view, and printing from a thread would cut into its prompt."""
+        if self._view_closed or self._drawing is not None:
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            return  # no loop: result() draws while it waits
-        self._drawing = task = loop.create_task(self._keep_drawing())
-        _drawing.add(task)
-        task.add_done_callback(_drawing.discard)
+            return
+        self._drawing = threading.Thread(
+            target=self._keep_drawing, name=f"parallel-nb view {self.run_id}", daemon=True
+        )
+        self._drawing.start()
 
-    async def _keep_drawing(self) -> None:
+    def _keep_drawing(self) -> None:
         while not self._view_closed:
             self._pump()
-            await asyncio.sleep(self._interval)
-
-    def _pump_here(self) -> None:
-        if self._is_owner():
-            self._pump()
+            futures.wait([self._future], timeout=self._interval)
 
     def _pump(self) -> None:
         """Draw the newest state; once the run's end is drawn, close the view."""
-        if self._view_closed or self._view is None or self._feed is None:
-            return
-        # Checked before taking: every state the worker sends precedes the future's completion.
-        done = self._future.done()
-        state = self._feed.take()
-        if state is not None:
-            self._view.update(state)
-        if done:
-            self._view_closed = True
-            self._view.close()
-
-    def _is_owner(self) -> bool:
-        return threading.get_ident() == self._owner
+        with self._draw_lock:
+            if self._view_closed or self._view is None or self._feed is None:
+                return
+            # Checked before taking: every state the worker sends precedes the future's end.
+            done = self._future.done()
+            state = self._feed.take()
+            if state is not None:
+                self._view.update(state)
+            if done:
+                self._view_closed = True
+                self._view.close()

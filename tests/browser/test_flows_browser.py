@@ -237,18 +237,8 @@ def test_failed_run_shows_its_error(
     ("company", "ceo", "busy"),
     [
         pytest.param("Databricks", "Ali Ghodsi", "await asyncio.sleep(8)", id="awaiting-cell"),
-        pytest.param(
-            "Shopify",
-            "Tobias Lütke",
-            "time.sleep(8)",
-            id="blocking-cell",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known limitation: a --bg panel is redrawn from a task on the kernel's "
-                "event loop, which a cell blocking that loop (time.sleep, a long computation) "
-                "stops until it ends; the run itself goes on and the panel catches up after",
-            ),
-        ),
+        # time.sleep blocks the kernel's event loop: the panel is drawn from a thread.
+        pytest.param("Shopify", "Tobias Lütke", "time.sleep(8)", id="blocking-cell"),
     ],
 )
 def test_background_run_advances_while_another_cell_runs(

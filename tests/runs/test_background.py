@@ -70,8 +70,12 @@ async def test_three_background_runs_at_once_complete_with_their_own_results(
         view = views[name]
         assert view.last.status == "completed" and view.last.run_id == handle.run_id
         assert view.closed == 1
-        # Drawn by the loop's thread only, never by the worker.
-        assert view.threads == {threading.get_ident()}
+        # Drawn by the handle's drawing thread and the awaiting one, never by the worker.
+        assert view.thread_names <= {
+            threading.current_thread().name,
+            f"parallel-nb view {handle.run_id}",
+        }
+        assert f"parallel-nb view {handle.run_id}" in view.thread_names
 
 
 async def test_result_may_block_the_loops_own_thread_without_deadlock(api: Client) -> None:
@@ -234,3 +238,39 @@ def test_in_a_kernel_result_blocks_a_later_cell_without_deadlock(
         assert panel.data["text/plain"] == "RunPanel(processor='lite', status='completed')"
     printed = "".join(o.get("text", "") for o in notebook.cells[5].outputs)
     assert "panel: RunPanel(processor='lite', status='completed')" in printed
+
+
+@pytest.mark.slow
+def test_in_a_kernel_the_panel_moves_while_a_later_cell_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``time.sleep`` in a later cell blocks the kernel's event loop; the panel of a --bg run
+    must still be updated meanwhile (its widget messages arrive while that cell is busy)."""
+    from jupyter_client.manager import start_new_kernel
+
+    monkeypatch.setenv("PARALLEL_NB_DEMO", "1")
+    monkeypatch.setenv("PARALLEL_NB_TIME_SCALE", "0.05")  # a core run takes a few seconds
+    manager, kernel = start_new_kernel(kernel_name="python3")
+    try:
+        kernel.execute_interactive("%load_ext parallel_nb", timeout=60)
+        kernel.execute_interactive(
+            "%%parallel core h --bg --events\nWhat was the GDP of France in 2023?", timeout=60
+        )
+        blocking = kernel.execute("import time; time.sleep(4); print(h.status)")
+        updates, busy, printed = 0, True, ""
+        while busy:
+            message = kernel.get_iopub_msg(timeout=30)
+            if message["parent_header"].get("msg_id") != blocking:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            if kind == "comm_msg" and content["data"].get("method") == "update":
+                updates += 1
+            elif kind == "stream":
+                printed += content["text"]
+            busy = not (kind == "status" and content["execution_state"] == "idle")
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
+    # Several redraws of the panel reached the front end while the sleeping cell was running.
+    assert updates >= 3, f"only {updates} widget updates while the kernel's loop was blocked"
+    assert printed.strip() in {"running", "completed"}
