@@ -62,7 +62,7 @@ notebooks: $(STAMP)
 screenshots: $(STAMP)
 	scripts/ensure-chromium
 	$(BIN)/pytest -p no:cacheprovider -m browser tests/browser
-	cp artifacts/screenshots/quickstart-completed.png docs/images/quickstart.png
+	cp artifacts/screenshots/quickstart-lab-completed.png docs/images/quickstart.png
 	cp artifacts/screenshots/theme-light.png docs/images/theme-light.png
 	cp artifacts/screenshots/theme-dark.png docs/images/theme-dark.png
 	cp artifacts/screenshots/flows-enrich-completed.png docs/images/enrichment.png

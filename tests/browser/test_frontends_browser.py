@@ -1,7 +1,6 @@
-"""Front ends and the security boundary in a real Chromium: Notebook 7, light and dark themes,
-and hostile web content through every render path.
+"""Themes and the security boundary in a real Chromium: light and dark themes, and hostile web
+content through every render path (Notebook 7 runs the quickstart in test_quickstart_browser.py).
 
-- Notebook 7 runs the quickstart: the live panel is seen running, then completed with the answer.
 - In JupyterLab Light and Dark, a finished panel, its answer table and a ``--no-widget`` run are
   screenshot (``theme-light.png``, ``theme-dark.png``, for the README); their text reads well on
   the output background (WCAG contrast >= 4.5) and their borders and links take the theme's
@@ -42,37 +41,8 @@ pytestmark = pytest.mark.browser
 MARKER = "PNB-XSS"
 # How a script payload of the fixture reads once it is shown as text.
 SHOWN_PAYLOAD = f'alert("{MARKER}")'
-GDP_FIELDS = ("gdp", "gdp_growth", "currency", "year")
 # WCAG 2 minimum contrast for body text (level AA).
 MIN_CONTRAST = 4.5
-
-# -- Notebook 7 --------------------------------------------------------------------------------
-
-
-def test_notebook7_runs_the_quickstart_live(
-    page: Page, notebook_server: LabServer, screenshot_dir: Path
-) -> None:
-    open_notebook(page, notebook_server, "quickstart.ipynb")
-    # Notebook 7 is its own application (one document per tab, no JupyterLab launcher).
-    assert page.evaluate("() => window.jupyterapp.name") == "Jupyter Notebook"
-    run_all(page)
-
-    cell = code_cell(page, "%%parallel core gdp")
-    page.wait_for_function(
-        LIVE_PANEL_RUNNING, arg=cell.element_handle(), timeout=RUN_SECONDS * 1000
-    )
-    show(cell, page, screenshot_dir / "notebook7-running.png")
-
-    panel = cell.locator(".jp-OutputArea")
-    expect(panel).to_contain_text("completed", timeout=RUN_SECONDS * 1000)
-    expect(panel).not_to_contain_text("failed")
-    table = code_cell(page, "gdp.output_df").locator(".jp-OutputArea table")
-    expect(table).to_be_visible(timeout=RUN_SECONDS * 1000)
-    for name in GDP_FIELDS:
-        expect(table.locator("td").filter(has_text=re.compile(f"^{name}$"))).to_have_count(1)
-    show(cell, page, screenshot_dir / "notebook7-completed.png")
-    expect(page.locator(".jp-Notebook")).not_to_contain_text("Traceback")
-
 
 # -- themes ------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The quickstart in a real JupyterLab and Chromium: the live panel runs, completes, and the
-answer's table renders.
+"""The quickstart in a real Chromium, in JupyterLab and in Notebook 7: the live panel runs,
+completes, and the answer's table renders.
 
 The notebook is served without its stored outputs (see ``labserver.py``), so everything asserted
 here was drawn by this run. Screenshots go to ``artifacts/screenshots/``.
@@ -18,12 +18,17 @@ from playwright.sync_api import Page, expect
 pytestmark = pytest.mark.browser
 
 FIELDS = ("gdp", "gdp_growth", "currency", "year")
+APP_NAMES = {"lab": "JupyterLab", "notebook": "Jupyter Notebook"}
 
 
+@pytest.mark.parametrize("front_end", ["lab_server", "notebook_server"])
 def test_quickstart_runs_live_and_renders_the_answer(
-    page: Page, lab_server: LabServer, screenshot_dir: Path
+    page: Page, front_end: str, request: pytest.FixtureRequest, screenshot_dir: Path
 ) -> None:
-    open_notebook(page, lab_server, "quickstart.ipynb")
+    server: LabServer = request.getfixturevalue(front_end)
+    open_notebook(page, server, "quickstart.ipynb")
+    # The same DOM and widgets in both: Notebook 7 is built from JupyterLab's components.
+    assert page.evaluate("() => window.jupyterapp.name") == APP_NAMES[server.app]
     run_all(page)
 
     cell = code_cell(page, "%%parallel core gdp")
@@ -32,7 +37,7 @@ def test_quickstart_runs_live_and_renders_the_answer(
     page.wait_for_function(
         LIVE_PANEL_RUNNING, arg=cell.element_handle(), timeout=RUN_SECONDS * 1000
     )
-    show(cell, page, screenshot_dir / "quickstart-running.png")
+    show(cell, page, screenshot_dir / f"quickstart-{server.app}-running.png")
 
     expect(panel).to_contain_text("completed", timeout=RUN_SECONDS * 1000)
     expect(panel).not_to_contain_text("failed")
@@ -40,7 +45,7 @@ def test_quickstart_runs_live_and_renders_the_answer(
     expect(table).to_be_visible(timeout=RUN_SECONDS * 1000)
     for field in FIELDS:
         expect(table.locator("td").filter(has_text=re.compile(f"^{field}$"))).to_have_count(1)
-    show(cell, page, screenshot_dir / "quickstart-completed.png")
+    show(cell, page, screenshot_dir / f"quickstart-{server.app}-completed.png")
 
     # The rest of the notebook (the basis table, the Python API) ran without an error too.
     api_output = code_cell(page, "stripe.output").locator(".jp-OutputArea")
