@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .result import TaskResult
     from .runs.background import RunHandle
     from .runs.batch import BatchPlan, BatchResult
-    from .runs.store import RunStore
+    from .runs.store import RunStore, StoredRun
     from .view.batch_panel import BatchView
 
 __version__ = "0.1.0"
@@ -263,22 +263,22 @@ def _run_plan(
     refresh: bool = False,
     refresh_hint: str = "refresh=True",
     recipe: Mapping[str, Any] | None = None,
-    taskgroup_id: str | None = None,
+    group: StoredRun | None = None,
 ) -> BatchResult:
     """Run ``plan`` as one recorded task group, drawn live by the batch view that fits here:
-    an identical batch resumes (or re-reads) its group, ``taskgroup_id`` attaches to that one."""
+    an identical batch resumes (or re-reads) its group; ``group`` (a recorded one) attaches."""
     from .config import get_client, get_settings
     from .runs.batch_tracking import find_batch, group_to_attach, submit_batch
     from .runs.runner import MAX_REFRESH_HZ
     from .view.batch_panel import BatchFeed
 
     client, endpoint = get_client(), get_settings().endpoint
-    if taskgroup_id is None:
+    if group is None:
         start = find_batch(
             client, store, plan, endpoint=endpoint, refresh=refresh, refresh_hint=refresh_hint
         )
     else:
-        start = group_to_attach(store, taskgroup_id, plan)
+        start = group_to_attach(store, group, plan)
     return submit_batch(
         client,
         plan,

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .result import TaskResult
     from .runs.background import RunHandle
     from .runs.batch import BatchPlan
-    from .runs.store import RunStore
+    from .runs.store import RunStore, StoredRun
     from .view.panel import RunView
 
 __all__ = ["ParallelMagics"]
@@ -432,7 +432,7 @@ class ParallelMagics(Magics):
                 f"--chunk-size {args.chunk_size}: the API accepts at most {limit:,} runs per "
                 f"request; use a number from 1 to {limit:,}"
             )
-        df = self._dataframe(args.over, "--over")
+        df = self._dataframe(args.over)
         template, spec = split_body(body)
         recipe = {
             "input": None if template.is_blank else template.text,
@@ -444,7 +444,13 @@ class ParallelMagics(Magics):
             print(_batch_dry_run_text(plan))
             return None
         return self._run_batch(
-            df, plan, var, chunk_size=args.chunk_size, refresh=args.refresh, recipe=recipe
+            df,
+            plan,
+            var,
+            chunk_size=args.chunk_size,
+            widget=args.widget,
+            refresh=args.refresh,
+            recipe=recipe,
         )
 
     def _run_batch(
@@ -457,7 +463,7 @@ class ParallelMagics(Magics):
         widget: bool | None = None,
         refresh: bool = False,
         recipe: dict[str, Any] | None = None,
-        taskgroup_id: str | None = None,
+        group: StoredRun | None = None,
     ) -> pd.DataFrame | None:
         """Run (or resume, or attach to) the batch; the enriched frame goes to ``var`` and its
         citations to ``var_basis``, or is the cell's value without ``var``."""
@@ -473,7 +479,7 @@ class ParallelMagics(Magics):
                 refresh=refresh,
                 refresh_hint="--refresh",
                 recipe=recipe,
-                taskgroup_id=taskgroup_id,
+                group=group,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
@@ -489,18 +495,18 @@ class ParallelMagics(Magics):
         )
         return None
 
-    def _dataframe(self, name: str, option: str) -> pd.DataFrame:
+    def _dataframe(self, name: str) -> pd.DataFrame:
         import pandas as pd
 
         if name not in self.shell.user_ns:
             raise UsageError(
-                f"{option} {name}: there is no variable of that name; pass the name of a "
+                f"--over {name}: there is no variable of that name; pass the name of a "
                 "pandas DataFrame defined in the notebook"
             )
         value = self.shell.user_ns[name]
         if not isinstance(value, pd.DataFrame):
             raise UsageError(
-                f"{option} {name}: {name} is a {type(value).__name__}, not a pandas DataFrame; "
+                f"--over {name}: {name} is a {type(value).__name__}, not a pandas DataFrame; "
                 f"convert it first, e.g. {name} = pd.DataFrame({name})"
             )
         return value
@@ -580,12 +586,12 @@ class ParallelMagics(Magics):
             )
         if args.var is not None:
             _check_var(args.var)
-        stored = self.store().get(taskgroup_id)
-        if stored is None or stored.kind != "group":
-            raise UsageError(
-                f"{taskgroup_id} is not a task group recorded in this run store "
-                f"({self.store().path}); attach ties rows to runs through that record"
-            )
+        from .runs.batch_tracking import recorded_group
+
+        try:
+            stored = recorded_group(self.store(), taskgroup_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         recipe = stored.request
         if recipe is None:
             raise UsageError(
@@ -598,9 +604,9 @@ class ParallelMagics(Magics):
                 f"name the DataFrame {taskgroup_id} was started with: "
                 f"%parallel attach {taskgroup_id} --over DATAFRAME"
             )
-        df = self._dataframe(over, "--over")
+        df = self._dataframe(over)
         plan = _plan(df, recipe, stored.processor, f"--over {over}")
-        return self._run_batch(df, plan, args.var, taskgroup_id=taskgroup_id)
+        return self._run_batch(df, plan, args.var, group=stored)
 
     def _history(self, limit: int) -> pd.DataFrame:
         from .runs.tracking import history_frame

@@ -277,3 +277,18 @@ def test_attach_to_a_batch_by_group_id_after_a_restart(
     with pytest.raises(UsageError, match="--bg and --timeout follow single runs"):
         ip.run_line_magic("parallel", f"attach {group.run_id} --bg")
     assert runs_created(slow) == before + 25
+
+
+def test_no_widget_over_a_dataframe_asks_for_the_html_view(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+
+    def batch_view(widget: bool) -> None:
+        asked.append(widget)
+
+    monkeypatch.setattr(parallel_nb, "_batch_view", batch_view)
+    ip.push({"rows": many(2)})
+    ip.run_cell_magic("parallel", "lite --over rows --no-widget", f"---\n{OUTPUT}\n")
+    ip.run_cell_magic("parallel", "lite --over rows --refresh", f"---\n{OUTPUT}\n")
+    assert asked == [False, True]

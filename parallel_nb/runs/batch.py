@@ -504,9 +504,9 @@ def _reconcile(client: Client, result: BatchResult) -> list[tuple[int, str]]:
     tied = set(result.run_ids)
     found: list[tuple[int, str]] = []
     for event in _group_runs(client, result.taskgroup_id, None, include_input=True):
-        run_input = event.input or {}
         if event.run.run_id in tied:
             continue
+        run_input = event.input or {}
         number = missing.pop(_input_key(run_input.get("processor"), run_input.get("input")), None)
         if number is not None:
             result.run_ids[number] = event.run.run_id

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..api.client import Client
     from ..api.models import Event
 
-__all__ = ["BatchStart", "Feed", "find_batch", "group_to_attach", "submit_batch"]
+__all__ = ["BatchStart", "Feed", "find_batch", "group_to_attach", "recorded_group", "submit_batch"]
 
 _UNKNOWN = "unknown"
 
@@ -93,10 +93,9 @@ def _found_text(found: StoredRun, known: int, requests: int, refresh_hint: str) 
     )
 
 
-def group_to_attach(store: RunStore, taskgroup_id: str, plan: BatchPlan) -> BatchStart:
-    """The recorded group ``taskgroup_id``, checked to be a batch of ``plan``. Raises
-    ValueError (saying what to pass instead) for a group this store did not record or one
-    started from other rows."""
+def recorded_group(store: RunStore, taskgroup_id: str) -> StoredRun:
+    """The record of group ``taskgroup_id`` (its recipe, key, processor). Raises ValueError,
+    saying what to do instead, for a group this store did not record."""
     stored = store.get(taskgroup_id)
     if stored is None or stored.kind != "group":
         raise ValueError(
@@ -104,13 +103,19 @@ def group_to_attach(store: RunStore, taskgroup_id: str, plan: BatchPlan) -> Batc
             "runs with the record this kernel's batches write, so run the --over cell (or "
             "enrich()) that started it, in the kernel whose run store holds it"
         )
-    key = batch_key(plan.requests, plan.default_task_spec, stored.endpoint or "")
-    if stored.key is not None and stored.key != key:
+    return stored
+
+
+def group_to_attach(store: RunStore, group: StoredRun, plan: BatchPlan) -> BatchStart:
+    """The recorded ``group`` (see :func:`recorded_group`), checked to be a batch of ``plan``.
+    Raises ValueError for a group started from other rows."""
+    key = batch_key(plan.requests, plan.default_task_spec, group.endpoint or "")
+    if group.key is not None and group.key != key:
         raise ValueError(
-            f"{taskgroup_id} was started from other rows or another cell than these "
+            f"{group.run_id} was started from other rows or another cell than these "
             f"{len(plan.row_requests)} rows; pass the DataFrame and the cell it was started with"
         )
-    return BatchStart(key, taskgroup_id, store.group_runs(taskgroup_id))
+    return BatchStart(key, group.run_id, store.group_runs(group.run_id))
 
 
 def submit_batch(
